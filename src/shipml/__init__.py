@@ -1,0 +1,54 @@
+"""shipml: take a trained model to production and keep it honest there."""
+
+from shipml.api import load_model, save_model
+from shipml.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DependencyError,
+    EnvironmentMismatchError,
+    GateError,
+    IntegrityError,
+    InvalidNameError,
+    ManifestError,
+    NotFoundError,
+    ReproducibilityError,
+    SchemaError,
+    ShipmlError,
+    UnsafeModelError,
+    UnsupportedModelError,
+)
+from shipml.package.loaded import LoadedModel, Prediction, ValidationReport
+from shipml.package.signature import Problem, Signature
+from shipml.package.validation import InputPolicy
+from shipml.registry import AliasMove, ModelVersion, Registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AliasMove",
+    "AlreadyExistsError",
+    "ConflictError",
+    "DependencyError",
+    "EnvironmentMismatchError",
+    "GateError",
+    "InputPolicy",
+    "IntegrityError",
+    "InvalidNameError",
+    "LoadedModel",
+    "ManifestError",
+    "ModelVersion",
+    "NotFoundError",
+    "Prediction",
+    "Problem",
+    "Registry",
+    "ReproducibilityError",
+    "SchemaError",
+    "ShipmlError",
+    "Signature",
+    "UnsafeModelError",
+    "UnsupportedModelError",
+    "ValidationReport",
+    "__version__",
+    "load_model",
+    "save_model",
+]

@@ -1,0 +1,1 @@
+"""Model package: manifest, signature, validation, environment, golden sample, reference profile."""

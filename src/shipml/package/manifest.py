@@ -1,0 +1,128 @@
+"""The manifest, ``shipml.json``: everything known about one model version, beside its artefacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shipml.errors import ManifestError
+from shipml.package.signature import Signature
+
+MANIFEST = "shipml.json"
+GOLDEN = "golden.json"
+PROFILE = "profile.json"
+MODEL_DIR = "model"
+MANIFEST_VERSION = 1
+
+
+class Artifact(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    sha256: str
+    size: int
+
+
+class RuntimeInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    api_version: int
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Trust(BaseModel):
+    """Whether loading this model needs trust (it can run code), and what exactly was trusted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    required: bool = False
+    types: list[str] = Field(default_factory=list)
+    granted_by: str | None = None
+    granted_at: str | None = None
+
+
+class Environment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    python: str
+    implementation: str
+    platform: str
+    machine: str
+    packages: dict[str, str] = Field(default_factory=dict)
+    framework: str | None = Field(None, description="the distribution whose major version must match")
+
+
+class GoldenInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: int
+    rtol: float
+    atol: float
+
+
+class Lineage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    created_at: str
+    user: str | None = None
+    host: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    git_repo: str | None = None
+    code_file: str | None = None
+    sample_fingerprint: str
+    target_fingerprint: str | None = None
+    sample_rows: int
+    shipml_version: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    manifest_version: int = MANIFEST_VERSION
+    name: str
+    version: str
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    runtime: RuntimeInfo
+    artifacts: list[Artifact]
+    signature: Signature
+    trust: Trust = Field(default_factory=Trust)
+    environment: Environment
+    golden: GoldenInfo
+    metrics: dict[str, float] = Field(default_factory=dict)
+    lineage: Lineage
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ManifestError(f"no {MANIFEST} in the model package {directory.name!r}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ManifestError(f"{MANIFEST} of {directory.name!r} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{MANIFEST} of {directory.name!r} is not a JSON object")
+    found = raw.get("manifest_version")
+    if found != MANIFEST_VERSION:
+        raise ManifestError(
+            f"{MANIFEST} of {directory.name!r} has manifest_version {found!r}; this shipml reads {MANIFEST_VERSION}"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ManifestError(f"{MANIFEST} of {directory.name!r} is invalid at {where}: {first['msg']}") from exc

@@ -1,0 +1,288 @@
+"""Check input data against a signature, vectorised: one numpy/pandas operation per column and rule, no per-row
+Python loop. The same check serves ``LoadedModel.validate``, the server and batch jobs.
+
+``check(X, signature, policy)`` returns a :class:`Checked`: the input coerced to the signature's types (a
+:class:`Table`), the mask of rows with errors, and the problems found (row, column, rule), the first
+``policy.max_problems`` of them spelled out and all of them counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from shipml.errors import SchemaError
+from shipml.package.signature import ColumnSpec, Problem, Severity, Signature
+
+Policy = Literal["warn", "reject"]
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """What to do with values training never saw. Nulls, wrong types and missing columns are always errors."""
+
+    out_of_range: Policy = "warn"
+    unseen_category: Policy = "reject"
+    extra_columns: Literal["ignore", "warn", "reject"] = "reject"
+    max_problems: int = 100
+
+    def severity(self, policy: str) -> Severity:
+        return "error" if policy == "reject" else "warning"
+
+
+DEFAULT_POLICY = InputPolicy()
+
+
+@dataclass
+class Table:
+    """Input data coerced to the signature: one 1-D array per input column, in signature order."""
+
+    columns: dict[str, np.ndarray]
+    n_rows: int
+
+    def take(self, rows: np.ndarray) -> Table:
+        return Table({k: v[rows] for k, v in self.columns.items()}, int(len(rows)))
+
+    def matrix(self, dtype: Any = np.float64) -> np.ndarray:
+        """All columns stacked as a 2-D numeric array (for runtimes that take a matrix)."""
+        if not self.columns:
+            return np.empty((self.n_rows, 0), dtype=dtype)
+        return np.column_stack([np.asarray(v, dtype=dtype) for v in self.columns.values()])
+
+    def frame(self, signature: Signature) -> pd.DataFrame:
+        """A DataFrame with the dtypes the sample had (categories and integer types restored)."""
+        data: dict[str, Any] = {}
+        for spec in signature.inputs:
+            data[spec.name] = _restore(self.columns[spec.name], spec)
+        return pd.DataFrame(data)
+
+
+@dataclass
+class Checked:
+    table: Table
+    bad_rows: np.ndarray  # bool mask, True where a row has at least one error
+    problems: list[Problem] = field(default_factory=list)
+    n_errors: int = 0
+    n_warnings: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad_rows.any() and not any(p.severity == "error" for p in self.problems)
+
+    def raise_for_errors(self) -> None:
+        if self.ok:
+            return
+        errors = [p for p in self.problems if p.severity == "error"]
+        shown = "; ".join(str(p) for p in errors[:5])
+        more = f" (and {self.n_errors - 5} more)" if self.n_errors > 5 else ""
+        raise SchemaError(f"input does not match the model's signature: {shown}{more}", errors, self.n_errors)
+
+
+class _Collector:
+    def __init__(self, n_rows: int, limit: int) -> None:
+        self.bad_rows = np.zeros(n_rows, dtype=bool)
+        self.problems: list[Problem] = []
+        self.limit = limit
+        self.n_errors = 0
+        self.n_warnings = 0
+
+    def whole(self, column: str | None, rule: str, message: str, severity: Severity = "error") -> None:
+        self._count(severity, 1)
+        if len(self.problems) < self.limit:
+            self.problems.append(Problem(None, column, rule, message, severity))
+        if severity == "error":
+            self.bad_rows[:] = True
+
+    def rows(self, mask: np.ndarray, column: str, rule: str, message: str, raw: Any,
+             severity: Severity = "error") -> None:
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            return
+        self._count(severity, len(idx))
+        if severity == "error":
+            self.bad_rows |= mask
+        room = self.limit - len(self.problems)
+        for i in idx[: max(room, 0)]:
+            value = _show(raw[i])
+            self.problems.append(Problem(int(i), column, rule, f"{message}, got {value}", severity))
+
+    def _count(self, severity: Severity, n: int) -> None:
+        if severity == "error":
+            self.n_errors += n
+        else:
+            self.n_warnings += n
+
+
+def check(data: Any, signature: Signature, policy: InputPolicy = DEFAULT_POLICY) -> Checked:
+    """Coerce ``data`` to the signature and find everything wrong with it (see the module docstring)."""
+    raw, n_rows, extra = _raw_columns(data, signature)
+    out = _Collector(n_rows, policy.max_problems)
+    missing = [c.name for c in signature.inputs if c.name not in raw]
+    for name in missing:
+        out.whole(name, "missing_column", "column is missing")
+    if missing:
+        # Without every column there is no table to build: stop here with what was found.
+        empty = {c.name: np.full(n_rows, np.nan) for c in signature.inputs}
+        return Checked(Table(empty, n_rows), out.bad_rows, out.problems, out.n_errors, out.n_warnings)
+    if policy.extra_columns != "ignore":
+        sev: Severity = "error" if policy.extra_columns == "reject" else "warning"
+        for name in extra:
+            out.whole(name, "extra_column", "column is not an input of the model", sev)
+    columns: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        columns[spec.name] = _check_column(spec, raw[spec.name], out, policy)
+    return Checked(Table(columns, n_rows), out.bad_rows, out.problems, out.n_errors, out.n_warnings)
+
+
+# -- turning what the user gave into named raw columns ------------------------------------------------------
+
+def _raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, list[str]]:
+    names = signature.names
+    if isinstance(data, pd.DataFrame):
+        cols = {str(c): data[c] for c in data.columns}
+        return cols, len(data), [c for c in cols if c not in set(names)]
+    if isinstance(data, pd.Series):
+        return _raw_columns(data.to_frame().T, signature)
+    if isinstance(data, Mapping):
+        cols = {str(k): v if isinstance(v, np.ndarray | pd.Series) else np.asarray(list(_listify(v)), dtype=object)
+                for k, v in data.items()}
+        lengths = {k: len(v) for k, v in cols.items()}
+        if len(set(lengths.values())) > 1:
+            raise SchemaError(f"columns have different lengths: {lengths}")
+        n = next(iter(lengths.values()), 0)
+        return cols, n, [c for c in cols if c not in set(names)]
+    if isinstance(data, Sequence) and not isinstance(data, str | bytes) and data and isinstance(data[0], Mapping):
+        return _from_records(data, names)
+    array = data if isinstance(data, np.ndarray) else np.asarray(data, dtype=object)
+    if array.ndim == 1:
+        array = array.reshape(1, -1) if len(names) > 1 or len(array) == 0 else array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise SchemaError(f"input must be a table (2-D), got shape {array.shape}")
+    if array.shape[1] != len(names):
+        raise SchemaError(f"input has {array.shape[1]} columns, the model takes {len(names)}: {names}")
+    return {name: array[:, i] for i, name in enumerate(names)}, array.shape[0], []
+
+
+def _from_records(records: Sequence[Mapping[str, Any]], names: list[str]) -> tuple[dict[str, Any], int, list[str]]:
+    seen: set[str] = set()
+    for r in records:
+        if not isinstance(r, Mapping):
+            raise SchemaError("records must all be objects mapping column name to value")
+        seen.update(r.keys())
+    cols = {}
+    for name in names:
+        if name in seen:
+            cols[name] = np.array([r.get(name) for r in records], dtype=object)
+    return cols, len(records), sorted(str(k) for k in seen - set(names))
+
+
+def _listify(v: Any) -> Any:
+    if isinstance(v, str | bytes) or not hasattr(v, "__len__"):
+        raise SchemaError("columnar input must map each column name to a list of values")
+    return v
+
+
+# -- one column -----------------------------------------------------------------------------------------------
+
+def _check_column(spec: ColumnSpec, raw: Any, out: _Collector, policy: InputPolicy) -> np.ndarray:
+    values, null, bad = _coerce(spec, raw)
+    raw_arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
+    out.rows(bad, spec.name, "type", f"expected {spec.dtype}", raw_arr)
+    if not spec.nullable:
+        out.rows(null, spec.name, "null", "null is not allowed (training had none)", raw_arr)
+    usable = ~null & ~bad
+    if spec.dtype in ("int", "float") and (spec.min is not None or spec.max is not None):
+        with np.errstate(invalid="ignore"):
+            outside = usable & ((values < float(spec.min)) | (values > float(spec.max)))  # type: ignore[arg-type]
+        out.rows(outside, spec.name, "out_of_range", f"outside the training range [{spec.min}, {spec.max}]",
+                 raw_arr, policy.severity(policy.out_of_range))
+    elif spec.dtype == "datetime" and spec.min is not None and spec.max is not None:
+        stamps = values.astype("datetime64[ns]")
+        lo, hi = np.datetime64(pd.Timestamp(spec.min).tz_localize(None)), np.datetime64(
+            pd.Timestamp(spec.max).tz_localize(None))
+        outside = usable & ((stamps < lo) | (stamps > hi))
+        out.rows(outside, spec.name, "out_of_range", f"outside the training range [{spec.min}, {spec.max}]",
+                 raw_arr, policy.severity(policy.out_of_range))
+    elif spec.dtype == "string" and spec.categories is not None:
+        unseen = usable & ~pd.Series(values, dtype=object).isin(spec.categories).to_numpy()
+        shown = ", ".join(spec.categories[:10]) + (", ..." if len(spec.categories) > 10 else "")
+        out.rows(unseen, spec.name, "unseen_category", f"category not seen in training (seen: {shown})",
+                 raw_arr, policy.severity(policy.unseen_category))
+    return values
+
+
+def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, null mask, wrong-type mask) for one column."""
+    s = raw if isinstance(raw, pd.Series) else pd.Series(raw, copy=False)
+    dtype = s.dtype
+    if spec.dtype in ("int", "float"):
+        if dtype.kind in "iufb":
+            values = s.to_numpy(dtype=np.float64)
+            null = np.isnan(values)
+            bad = np.zeros(len(values), dtype=bool)
+        else:
+            # Booleans and numbers are fine; strings only when they spell a number ("1.5", as in CSV).
+            null = s.isna().to_numpy()
+            values = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(values) & ~null
+        if spec.dtype == "int":
+            with np.errstate(invalid="ignore"):
+                bad |= ~null & ~bad & (~np.isfinite(values) | (values != np.floor(values)))
+        return values, null, bad
+    if spec.dtype == "bool":
+        if dtype.kind == "b":
+            values = s.to_numpy(dtype=bool)
+            return values, np.zeros(len(values), dtype=bool), np.zeros(len(values), dtype=bool)
+        null = s.isna().to_numpy()
+        truthy = s.isin([True, "true", "True", "TRUE"]).to_numpy()
+        falsy = s.isin([False, "false", "False", "FALSE"]).to_numpy()
+        bad = ~(truthy | falsy | null)
+        return truthy, null, bad
+    if spec.dtype == "string":
+        null = s.isna().to_numpy()
+        if isinstance(dtype, pd.CategoricalDtype):
+            s = s.astype(object)
+        elif pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
+            bad = np.fromiter((not isinstance(v, str) for v in s), dtype=bool, count=len(s)) & ~null
+            return s.to_numpy(dtype=object), null, bad
+        return s.to_numpy(dtype=object), null, np.zeros(len(s), dtype=bool)
+    # datetime
+    null = s.isna().to_numpy()
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        stamps = s
+    else:
+        try:
+            stamps = pd.to_datetime(s, errors="coerce", format="ISO8601")
+        except (ValueError, TypeError):
+            stamps = pd.to_datetime(s.astype(str), errors="coerce", format="mixed")
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    values = stamps.to_numpy(dtype="datetime64[ns]")
+    bad = np.isnat(values) & ~null
+    return values, null, bad
+
+
+def _restore(values: np.ndarray, spec: ColumnSpec) -> Any:
+    target = spec.pandas_dtype
+    if spec.dtype == "string":
+        if target == "category":
+            return pd.Categorical(values, categories=spec.categories)
+        return pd.array(values, dtype=target) if target != "object" else values
+    if spec.dtype == "int" and np.isnan(values).any():
+        return values  # a null in an int column: only reachable for rows already marked bad
+    if spec.dtype == "datetime":
+        return pd.to_datetime(values)
+    try:
+        return values.astype(target) if target in np.sctypeDict or target.startswith(("int", "float", "uint")) \
+            else pd.array(values).astype(target)
+    except (TypeError, ValueError):
+        return values
+
+
+def _show(value: Any) -> str:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 60 else text[:57] + "..."

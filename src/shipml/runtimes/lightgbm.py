@@ -1,0 +1,104 @@
+"""LightGBM Booster, LGBMClassifier and LGBMRegressor, saved in LightGBM's native text format.
+
+Prediction always goes through the Booster (the sklearn wrapper adds validation and copies that cost more than
+the trees on small batches); class labels are recovered from the probabilities exactly as the wrapper does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from shipml.errors import SchemaError, UnsupportedModelError, missing_dependency
+from shipml.runtimes.base import InputFormat, Saved, SaveContext, binary_proba, is_instance_of
+
+FILE = "model.txt"
+
+
+def _lgb() -> Any:
+    try:
+        import lightgbm
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise missing_dependency("lightgbm", "lightgbm") from exc
+    return lightgbm
+
+
+def _objective(booster: Any) -> str:
+    return str(booster.dump_model(num_iteration=1).get("objective", "")).split(" ")[0]
+
+
+class LightGBMLoaded:
+    def __init__(self, booster: Any, info: dict[str, Any]) -> None:
+        self.booster = booster
+        self.kind: str = info["kind"]
+        self.classes: list[Any] | None = info.get("classes")
+        self.input_format: InputFormat = "frame" if info.get("pandas_categorical") else "matrix"
+        self._labels = np.asarray(self.classes, dtype=object if self.classes and any(
+            isinstance(c, str) for c in self.classes) else None) if self.classes else None
+
+    def _raw(self, X: Any) -> np.ndarray:
+        return np.asarray(self.booster.predict(X))
+
+    def predict_with_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        out = self._raw(X)
+        proba = binary_proba(out) if out.ndim == 1 else out
+        assert self._labels is not None  # only called for classifiers (has_proba)
+        return self._labels[np.argmax(proba, axis=1)], proba
+
+    def predict(self, X: Any) -> np.ndarray:
+        if self.kind == "classifier":
+            return self.predict_with_proba(X)[0]
+        return self._raw(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray | None:
+        if self.kind != "classifier":
+            return None
+        return self.predict_with_proba(X)[1]
+
+
+class LightGBMRuntime:
+    name: ClassVar[str] = "lightgbm"
+    api_version: ClassVar[int] = 1
+
+    def handles(self, model: Any) -> bool:
+        return is_instance_of(model, "lightgbm", "Booster", "LGBMModel")
+
+    def save(self, model: Any, directory: Path, context: SaveContext) -> Saved:
+        lgb = _lgb()
+        booster = model if isinstance(model, lgb.Booster) else getattr(model, "booster_", None)
+        if booster is None:
+            raise UnsupportedModelError(f"{type(model).__name__} is not fitted: fit it before saving")
+        objective = _objective(booster)
+        classes: list[Any] | None = None
+        if isinstance(model, lgb.LGBMClassifier):
+            kind = "classifier"
+            classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
+        elif isinstance(model, lgb.Booster) and objective in ("binary", "cross_entropy"):
+            kind, classes = "classifier", [0, 1]
+        elif isinstance(model, lgb.Booster) and objective in ("multiclass", "multiclassova"):
+            kind, classes = "classifier", list(range(booster.num_model_per_iteration()))
+        elif objective.startswith(("lambdarank", "rank_xendcg")):
+            kind = "ranker"
+        else:
+            kind = "regressor"
+        names = booster.feature_name()
+        if context.input_kind == "dataframe" and list(context.sample.columns) != list(names):
+            raise SchemaError(f"sample columns {list(context.sample.columns)} differ from the model's features"
+                              f" {names} (same names, same order needed)")
+        if len(names) != context.sample.shape[1]:
+            raise SchemaError(f"sample has {context.sample.shape[1]} columns, the model takes {len(names)}")
+        (directory / FILE).write_text(booster.model_to_string(), encoding="utf-8")
+        info = {"kind": kind, "objective": objective, "classes": classes,
+                "pandas_categorical": bool(booster.pandas_categorical)}
+        return Saved(files=[FILE], requirements=["lightgbm"], info=info,
+                     task="classification" if kind == "classifier" else "regression" if kind == "regressor"
+                     else "other")
+
+    def load(self, directory: Path, info: dict[str, Any]) -> LightGBMLoaded:
+        booster = _lgb().Booster(model_str=(directory / FILE).read_text(encoding="utf-8"))
+        return LightGBMLoaded(booster, info)
+
+
+RUNTIME = LightGBMRuntime()
