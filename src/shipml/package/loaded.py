@@ -18,6 +18,7 @@ from shipml.errors import (
     ManifestError,
     ReproducibilityError,
     SchemaError,
+    ShipmlError,
     UnsafeModelError,
 )
 from shipml.package import environment
@@ -240,7 +241,13 @@ def load_package(directory: Path, *, verify: bool = True, allow_env_mismatch: bo
     for d in diffs:
         if d.level != "info":
             warnings.warn(f"{manifest.ref}: {d}", EnvironmentWarning, stacklevel=2)
-    loaded = runtime.load(directory / MODEL_DIR, manifest.runtime.info)
+    try:
+        loaded = runtime.load(directory / MODEL_DIR, manifest.runtime.info)
+    except ShipmlError:
+        raise
+    except Exception as exc:  # a framework's own error: translate it here, at the boundary
+        raise ManifestError(f"{manifest.ref}: the {runtime.name} runtime could not load its artefact"
+                            f" ({type(exc).__name__}: {exc})") from exc
     model = LoadedModel(directory, manifest, loaded, diffs)
     if verify:
         model.verify_golden()

@@ -1,0 +1,32 @@
+"""What a runtime's contract cases provide. Each ``cases_<runtime>.py`` beside this file defines ``CASES``, a
+list of :class:`Case`; ``test_contract.py`` runs the whole contract suite over every case of every file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Trained:
+    """A tiny real model, trained in the test's tmp_path, with how the user's own code predicts with it."""
+
+    model: Any
+    sample: Any  # training inputs: DataFrame or 2-D array
+    target: Any
+    predict: Callable[[Any], np.ndarray]  # the original model's predictions on ``sample``
+    proba: Callable[[Any], np.ndarray] | None = None
+    trusted: bool = False
+    save_kwargs: dict[str, Any] = field(default_factory=dict)
+    exact: bool = True  # predictions compared exactly (labels) or with allclose (regression)
+
+
+@dataclass
+class Case:
+    id: str
+    runtime: str  # the runtime name the manifest must record
+    make: Callable[[Path], Trained]
