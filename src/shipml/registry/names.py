@@ -79,8 +79,8 @@ class Ref:
     def parse(cls, text: str) -> Ref:
         if not isinstance(text, str) or not text or "\x00" in text:
             raise InvalidNameError(f"invalid model reference {text!r}")
-        if "/" in text or text.startswith(".") or (Path(text) / "shipml.json").is_file():
-            return cls(path=Path(text))
+        if text.startswith(("/", "./", "../", "~/")) or (Path(text) / "shipml.json").is_file():
+            return cls(path=Path(text).expanduser())
         if "@" in text:
             name, _, alias = text.partition("@")
             return cls(name=check_name(name), alias=check_alias(alias))
