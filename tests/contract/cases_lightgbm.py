@@ -23,14 +23,14 @@ def _classifier(_: Path) -> Trained:
 
 
 def _multiclass_string_labels(_: Path) -> Trained:
-    X, y = _numeric(seed=1)
+    X, _ = _numeric(seed=1)
     labels = np.array(["a", "b", "c"])[(X["x0"] > 0).astype(int) + (X["x2"] > 0.5).astype(int)]
     model = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, verbose=-1).fit(X, labels)
     return Trained(model, X, labels, model.predict, model.predict_proba)
 
 
 def _regressor(_: Path) -> Trained:
-    X, y = _numeric(seed=2)
+    X, _ = _numeric(seed=2)
     target = X["x0"] * 3.0 + X["x3"]
     model = lgb.LGBMRegressor(n_estimators=10, num_leaves=7, verbose=-1).fit(X, target)
     return Trained(model, X, target, model.predict, exact=False)

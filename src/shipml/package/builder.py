@@ -31,7 +31,7 @@ from shipml.package.manifest import (
 from shipml.package.profile import build_profile, categorical_profile, numeric_profile
 from shipml.package.signature import Signature, as_frame, infer_inputs, infer_outputs, to_jsonable
 from shipml.package.validation import check
-from shipml.runtimes.base import Runtime, SaveContext
+from shipml.runtimes.base import SaveContext
 
 GOLDEN_ROWS = 100
 PLACEHOLDER_VERSION = "0.0.0"

@@ -50,7 +50,7 @@ def caller_file() -> Path | None:
         if filename.startswith("<"):
             continue
         path = Path(filename)
-        if "shipml" in path.parts and "src" in path.parts or path.match("*/site-packages/*"):
+        if ("shipml" in path.parts and "src" in path.parts) or path.match("*/site-packages/*"):
             continue
         if path.is_file():
             return path.resolve()

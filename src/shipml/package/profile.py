@@ -48,7 +48,7 @@ def categorical_profile(values: Any) -> dict[str, Any]:
         "kind": "categorical",
         "count": n,
         "null_rate": float(null.mean()) if n else 0.0,
-        "distinct": int(len(freq)),
+        "distinct": len(freq),
         "frequencies": {str(k): float(v) / present for k, v in top.items()} if present else {},
         "other": float(freq.iloc[TOP_CATEGORIES:].sum()) / present if present else 0.0,
     }

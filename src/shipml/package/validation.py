@@ -45,7 +45,7 @@ class Table:
     n_rows: int
 
     def take(self, rows: np.ndarray) -> Table:
-        return Table({k: v[rows] for k, v in self.columns.items()}, int(len(rows)))
+        return Table({k: v[rows] for k, v in self.columns.items()}, len(rows))
 
     def matrix(self, dtype: Any = np.float64) -> np.ndarray:
         """All columns stacked as a 2-D numeric array (for runtimes that take a matrix)."""
@@ -143,13 +143,14 @@ def check(data: Any, signature: Signature, policy: InputPolicy = DEFAULT_POLICY)
 def _raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, list[str]]:
     names = signature.names
     if isinstance(data, pd.DataFrame):
-        cols = {str(c): data[c] for c in data.columns}
+        cols: dict[str, Any] = {str(c): data[c] for c in data.columns}
         return cols, len(data), [c for c in cols if c not in set(names)]
     if isinstance(data, pd.Series):
         return _raw_columns(data.to_frame().T, signature)
     if isinstance(data, Mapping):
-        cols = {str(k): v if isinstance(v, np.ndarray | pd.Series) else np.asarray(list(_listify(v)), dtype=object)
-                for k, v in data.items()}
+        cols = {
+            str(k): v if isinstance(v, np.ndarray | pd.Series) else np.asarray(list(_listify(v)), dtype=object)
+            for k, v in data.items()}
         lengths = {k: len(v) for k, v in cols.items()}
         if len(set(lengths.values())) > 1:
             raise SchemaError(f"columns have different lengths: {lengths}")
@@ -271,7 +272,7 @@ def _restore(values: np.ndarray, spec: ColumnSpec) -> Any:
     if spec.dtype == "string":
         if target == "category":
             return pd.Categorical(values, categories=spec.categories)
-        return pd.array(values, dtype=target) if target != "object" else values
+        return pd.Series(values, dtype=target).array if target != "object" else values
     if spec.dtype == "int" and np.isnan(values).any():
         return values  # a null in an int column: only reachable for rows already marked bad
     if spec.dtype == "datetime":

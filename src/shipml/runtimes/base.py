@@ -89,13 +89,6 @@ def is_instance_of(model: Any, module_prefix: str, *class_names: str) -> bool:
     return False
 
 
-def labels_from_proba(proba: np.ndarray, classes: list[Any]) -> np.ndarray:
-    """The most likely class per row (first class on a tie, like scikit-learn)."""
-    return np.asarray(classes, dtype=object if any(isinstance(c, str) for c in classes) else None)[
-        np.argmax(proba, axis=1)
-    ]
-
-
 def binary_proba(p: np.ndarray) -> np.ndarray:
     """(n,) probabilities of the positive class as (n, 2) [negative, positive]."""
     p = np.asarray(p, dtype=np.float64).reshape(-1)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from shipml.errors import UnsafeModelError
-from shipml.runtimes.base import InputFormat, Saved, SaveContext
+from shipml.runtimes.base import InputFormat, SaveContext, Saved
 
 FILE = "model.pkl"
 
@@ -51,7 +51,7 @@ class PickleRuntime:
         (directory / FILE).write_bytes(data)
         classes = getattr(model, "classes_", None)
         uses_names = hasattr(model, "feature_names_in_") or context.input_kind == "dataframe"
-        info = {
+        info: dict[str, Any] = {
             "input_format": "frame" if uses_names else "matrix",
             "classes": [c.item() if isinstance(c, np.generic) else c for c in classes]
             if classes is not None and hasattr(model, "predict_proba") else None,
@@ -64,7 +64,7 @@ class PickleRuntime:
 
     def load(self, directory: Path, info: dict[str, Any]) -> PickleLoaded:
         with (directory / FILE).open("rb") as f:
-            model = pickle.load(f)  # noqa: S301 - trusted explicitly; sha256 checked before we get here
+            model = pickle.load(f)
         return PickleLoaded(model, info)
 
 

@@ -9,12 +9,12 @@ manifest and passed back to skops on load, so nothing new can be smuggled in by 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from shipml.errors import IntegrityError, UnsafeModelError, missing_dependency
-from shipml.runtimes.base import InputFormat, Saved, SaveContext, is_instance_of
+from shipml.runtimes.base import InputFormat, SaveContext, Saved, is_instance_of
 
 FILE = "model.skops"
 
@@ -72,7 +72,8 @@ class SklearnRuntime:
             )
         requirements = ["scikit-learn", "skops", "numpy", "scipy"]
         requirements += sorted({t.split(".")[0].replace("_", "-") for t in untrusted} - {"builtins", "collections"})
-        task = "classification" if hasattr(model, "predict_proba") and hasattr(model, "classes_") else None
+        task: Literal["classification"] | None = (
+            "classification" if hasattr(model, "predict_proba") and hasattr(model, "classes_") else None)
         return Saved(files=[FILE], requirements=requirements, info={"trusted_types": untrusted},
                      trusted=bool(untrusted), trusted_types=untrusted, task=task)
 

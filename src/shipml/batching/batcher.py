@@ -1,0 +1,180 @@
+"""Adaptive batching: concurrent requests for one model are merged into one predict call.
+
+Continuous batching: while a batch is being predicted (in a worker thread, off the event loop), new requests
+queue; when the worker is free it takes everything waiting, up to ``max_batch_size`` rows. An idle server
+therefore answers a lone request at once, and a busy one makes large batches by itself. When the previous batch
+held more than one request (traffic is concurrent), the batcher also waits up to ``max_latency_ms`` (measured
+on the monotonic clock from the oldest request's arrival) for the batch to fill.
+
+A request past its deadline is dropped before inference (``DeadlineExceeded``); a full queue refuses new
+requests at once (``Overloaded``), so admitted requests keep their latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from shipml.errors import ShipmlError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Overloaded(ShipmlError):
+    """The model's queue is full: retry later."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def public_message(self) -> str:
+        return str(self)
+
+
+class DeadlineExceeded(ShipmlError):
+    status = 504
+
+    @property
+    def public_message(self) -> str:
+        return str(self)
+
+
+@dataclass(eq=False)
+class Pending(Generic[T, R]):
+    payload: T
+    rows: int
+    deadline: float
+    future: asyncio.Future[R]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    rows: int
+    requests: int
+    dropped: int
+    seconds: float
+
+
+Process = Callable[[Sequence[T]], Sequence["R | Exception"]]
+
+
+class AdaptiveBatcher(Generic[T, R]):
+    def __init__(self, process: Callable[[Sequence[T]], Sequence[R | Exception]], *, name: str,
+                 max_batch_size: int = 64, max_latency_ms: float = 2.0, max_queue: int = 2048,
+                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+        self.process = process
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_latency_s = max_latency_ms / 1000.0
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self._queue: deque[Pending[T, R]] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shipml-{name}")
+        self._last_batch_requests = 0
+        self.in_flight = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the loop and the worker thread."""
+        deadline = time.monotonic() + 60
+        while (self._queue or self.in_flight) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, payload: T, rows: int, deadline: float) -> R:
+        if len(self._queue) >= self.max_queue:
+            raise Overloaded(f"model {self.name} is overloaded ({len(self._queue)} requests queued); retry later")
+        if self._task is None:
+            self.start()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append(Pending(payload, rows, deadline, future))
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = await self._collect()
+            if not batch:
+                continue
+            self.in_flight = len(batch)
+            started = time.monotonic()
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self.process, [p.payload for p in batch])
+            except Exception as exc:  # the process function itself failed: every request in it fails
+                outcomes = [exc] * len(batch)
+            finally:
+                self.in_flight = 0
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if pending.future.done():  # the client gave up (timeout, disconnect)
+                    continue
+                if isinstance(outcome, BaseException):
+                    pending.future.set_exception(outcome)
+                else:
+                    pending.future.set_result(outcome)
+            if self.on_batch is not None:
+                self.on_batch(BatchStats(sum(p.rows for p in batch), len(batch), 0, time.monotonic() - started))
+
+    async def _collect(self) -> list[Pending[T, R]]:
+        batch: list[Pending[T, R]] = []
+        rows = 0
+        dropped = 0
+        oldest = self._queue[0].enqueued
+        wait_until = oldest + self.max_latency_s if self._last_batch_requests > 1 else oldest
+        while True:
+            while self._queue and (rows < self.max_batch_size or not batch):
+                pending = self._queue[0]
+                if batch and rows + pending.rows > self.max_batch_size:
+                    break
+                self._queue.popleft()
+                if pending.future.done():
+                    continue
+                if time.monotonic() > pending.deadline:
+                    dropped += 1
+                    pending.future.set_exception(DeadlineExceeded("request deadline passed before inference"))
+                    continue
+                batch.append(pending)
+                rows += pending.rows
+            remaining = wait_until - time.monotonic()
+            if rows >= self.max_batch_size or remaining <= 0 or (self._queue and batch):
+                break
+            assert self._wakeup is not None
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+        self._last_batch_requests = len(batch)
+        if dropped and self.on_batch is not None:
+            self.on_batch(BatchStats(0, 0, dropped, 0.0))
+        return batch

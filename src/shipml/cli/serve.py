@@ -1,0 +1,63 @@
+"""``shipml serve``: the REST microservice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from shipml.cli._common import Context, handle_errors
+
+
+@click.command("serve")
+@click.argument("refs", nargs=-1)
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Deployment spec (shipml.yaml).")
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8000).")
+@click.option("--workers", type=int, help="Worker processes (default 1).")
+@click.option("--max-batch-size", type=int, help="Rows merged into one predict call at most.")
+@click.option("--max-latency-ms", type=float, help="Longest a request waits for a batch to fill.")
+@click.option("--no-access-log", is_flag=True, help="Do not log one JSON line per request.")
+@click.option("--check", is_flag=True, help="Validate the spec and print it, without serving.")
+@click.pass_obj
+@handle_errors
+def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, host: str | None,
+                  port: int | None, workers: int | None, max_batch_size: int | None,
+                  max_latency_ms: float | None, no_access_log: bool, check: bool) -> None:
+    """Serve models over HTTP: REFS (name, name:1.2.0, name@alias) or a --spec file.
+
+    Simple JSON at POST /predict and /models/NAME/predict, KServe v1 at /v1/models/NAME:predict,
+    health at /healthz and /readyz, Prometheus metrics at /metrics.
+    """
+    from shipml.server.runner import serve
+    from shipml.spec import load_spec, parse_spec, spec_for_refs
+
+    if spec_path and refs:
+        raise click.UsageError("give REFS or --spec, not both")
+    if not spec_path and not refs:
+        raise click.UsageError("give at least one model REF, or --spec FILE")
+    spec = load_spec(spec_path) if spec_path else spec_for_refs(list(refs))
+    data: dict[str, Any] = spec.model_dump(mode="json")
+    server = data["server"]
+    for key, value in (("host", host), ("port", port), ("workers", workers)):
+        if value is not None:
+            server[key] = value
+    if no_access_log:
+        server["access_log"] = False
+    if max_batch_size is not None:
+        data["batching"]["max_batch_size"] = max_batch_size
+    if max_latency_ms is not None:
+        data["batching"]["max_latency_ms"] = max_latency_ms
+    if ctx.registry_uri and not data.get("registry"):
+        data["registry"] = ctx.registry_uri
+    spec = parse_spec(data, spec_path or "command line")
+    if check:
+        click.echo(spec.to_yaml(), nl=False)
+        return
+    click.echo(f"shipml serving {', '.join(e.name for e in spec.endpoints)} on http://{spec.server.host}:"
+               f"{spec.server.port} ({spec.server.workers} worker(s))", err=True)
+    serve(spec)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(serve_command)

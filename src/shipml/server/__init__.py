@@ -1,0 +1,1 @@
+"""The inference server: ASGI app, routes, auth, limits, metrics, graceful shutdown."""

@@ -1,0 +1,359 @@
+"""The ASGI application: routes parse and serialise, the dataplane (protocol/dataplane.py) does the work.
+
+Raw ASGI rather than a framework on the hot path: one dict lookup (or one regex) routes a request, the body is
+read with a limit, and orjson encodes the answer. Models load in the background after start-up, so liveness
+answers at once and readiness turns 200 only when every model is loaded and has passed its golden check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from shipml.batching.batcher import Overloaded
+from shipml.errors import NotFoundError, SchemaError, ShipmlError
+from shipml.package.loaded import LoadedModel
+from shipml.protocol.dataplane import ModelRunner, Outcome
+from shipml.registry.registry import Registry
+from shipml.server import http
+from shipml.server.metrics import ServerMetrics
+from shipml.spec import DeploymentSpec, EndpointSpec
+
+log = logging.getLogger("shipml.server")
+access_log = logging.getLogger("shipml.access")
+
+Handler = Callable[..., Awaitable[int]]
+
+
+class ServiceUnavailable(ShipmlError):
+    status = 503
+
+    @property
+    def public_message(self) -> str:
+        return str(self)
+
+
+@dataclass
+class Endpoint:
+    spec: EndpointSpec
+    runners: dict[str, ModelRunner] = field(default_factory=dict)  # version -> runner, primary first
+    errors: dict[str, str] = field(default_factory=dict)  # ref -> why it is not loaded
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def runner(self, version: str | None = None) -> ModelRunner:
+        if self.errors:
+            raise ServiceUnavailable(f"model {self.name} is not ready: " + "; ".join(self.errors.values()))
+        if not self.runners:
+            raise ServiceUnavailable(f"model {self.name} is still loading")
+        if version is None:
+            return next(iter(self.runners.values()))
+        runner = self.runners.get(version)
+        if runner is None:
+            raise NotFoundError(f"model {self.name} serves no version {version}"
+                                f" (serving {', '.join(self.runners)})")
+        return runner
+
+
+_ids = itertools.count(1)
+_PREFIX = f"{os.getpid():x}-{int(time.time()):x}"
+
+
+def new_request_id() -> str:
+    return f"{_PREFIX}-{next(_ids):x}"
+
+
+class ShipmlApp:
+    """ASGI app serving the endpoints of a deployment spec from a registry."""
+
+    def __init__(self, spec: DeploymentSpec, registry: Registry | None = None,
+                 models: dict[str, LoadedModel] | None = None) -> None:
+        self.spec = spec
+        self.registry = registry or Registry(spec.registry)
+        self.preloaded = models or {}
+        self.metrics = ServerMetrics()
+        self.endpoints = {e.name: Endpoint(e) for e in spec.endpoints}
+        self.loaded = False
+        self.draining = False
+        self._load_task: asyncio.Task[None] | None = None
+        limits = spec.limits
+        self.max_body = limits.max_body_bytes
+        self.timeout_s = limits.request_timeout_ms / 1000.0
+        self.fixed: dict[tuple[str, str], Handler] = {
+            ("GET", "/healthz"): self.healthz,
+            ("GET", "/readyz"): self.readyz,
+            ("GET", "/metrics"): self.render_metrics,
+            ("GET", "/models"): self.list_models,
+            ("POST", "/predict"): self.predict_only,
+        }
+        self.patterns: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("POST", re.compile(r"/models/([^/]+)/predict"), self.predict_simple),
+            ("POST", re.compile(r"/models/([^/]+)/versions/([^/]+)/predict"), self.predict_simple),
+            ("POST", re.compile(r"/v1/models/([^/:]+):predict"), self.predict_v1),
+            ("GET", re.compile(r"/v1/models/([^/:]+)"), self.v1_status),
+        ]
+
+    # -- ASGI entry ----------------------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start_loading()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def start_loading(self) -> None:
+        if self._load_task is None:
+            self._load_task = asyncio.get_running_loop().create_task(self.load_models())
+
+    async def load_models(self) -> None:
+        for endpoint in self.endpoints.values():
+            for ref in endpoint.spec.models:
+                try:
+                    preloaded = self.preloaded.get(ref)
+                    model = preloaded if preloaded is not None else await asyncio.to_thread(self.registry_load, ref)
+                except ShipmlError as exc:
+                    endpoint.errors[ref] = f"{ref}: {exc}"
+                    log.error("model %s failed to load: %s", ref, exc)
+                    continue
+                except Exception as exc:  # a framework error while loading: never crash the server
+                    endpoint.errors[ref] = f"{ref}: failed to load ({type(exc).__name__})"
+                    log.exception("model %s failed to load", ref)
+                    continue
+                batching = self.spec.batching_for(endpoint.spec)
+                runner = ModelRunner(
+                    model, policy=self.spec.input_policy.policy(), max_rows=self.spec.limits.max_rows,
+                    max_batch_size=batching.max_batch_size, max_latency_ms=batching.max_latency_ms,
+                    max_queue=self.spec.limits.max_queue,
+                    on_batch=self.metrics.batch_observer(model.name, model.version))
+                runner.batcher.start()
+                self.metrics.queue_depth.labels(model.name, model.version).set_function(_depth(runner))
+                endpoint.runners[model.version] = runner
+                log.info("model %s ready on endpoint %s", model.ref, endpoint.name)
+        self.loaded = True
+        self.metrics.ready.set(1 if self.is_ready else 0)
+
+    def registry_load(self, ref: str) -> LoadedModel:
+        from shipml.api import load_model
+
+        return load_model(ref, registry=self.registry)
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        self.metrics.ready.set(0)
+        for endpoint in self.endpoints.values():
+            for runner in endpoint.runners.values():
+                await runner.batcher.stop()
+
+    @property
+    def is_ready(self) -> bool:
+        return self.loaded and not self.draining and all(not e.errors and e.runners for e in self.endpoints.values())
+
+    # -- dispatch ------------------------------------------------------------------------------------------
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.monotonic()
+        incoming = http.header(scope, b"x-request-id")
+        request_id = incoming.decode("latin-1")[:128] if incoming else new_request_id()
+        state: dict[str, Any] = {"id": request_id, "route": "unknown", "model": "", "version": ""}
+        method, path = scope["method"], scope["path"]
+        status: int = 500
+        try:
+            handler = self.fixed.get((method, path))
+            args: tuple[str, ...] = ()
+            if handler is None:
+                handler, args = self._match(method, path)
+            else:
+                state["route"] = path
+            status = await handler(scope, receive, send, state, *args)
+        except http.ClientDisconnected:
+            status = 499
+        except Exception as exc:
+            status = await self._error(send, exc, state)
+        elapsed = time.monotonic() - started
+        if state["route"] != "unknown":
+            self.metrics.requests.labels(state["route"], state["model"], state["version"], str(status)).inc()
+            if state["model"]:
+                self.metrics.latency.labels(state["route"], state["model"], state["version"]).observe(elapsed)
+        if self.spec.server.access_log and access_log.isEnabledFor(logging.INFO):
+            access_log.info(orjson.dumps({
+                "request_id": request_id, "method": method, "path": path, "status": status,
+                "ms": round(elapsed * 1000, 3), "model": state["model"] or None,
+                "version": state["version"] or None, "rows": state.get("rows"),
+                "token_id": scope.get("shipml.token_id"),
+            }).decode())
+
+    def _match(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
+        allowed = False
+        for m, pattern, handler in self.patterns:
+            match = pattern.fullmatch(path)
+            if match:
+                if m == method:
+                    return handler, match.groups()
+                allowed = True
+        if allowed:
+            raise MethodNotAllowed(f"{method} is not allowed on {path}")
+        raise NotFoundError(f"no route {path}")
+
+    async def _error(self, send: Any, exc: Exception, state: dict[str, Any]) -> int:
+        if isinstance(exc, ShipmlError):
+            status = exc.status
+            body: dict[str, Any] = {"error": exc.public_message, "request_id": state["id"]}
+            if isinstance(exc, SchemaError):
+                body["problems"] = [p.to_dict() for p in exc.problems[:100]]
+                body["problem_count"] = exc.total
+            if status >= 500 and not isinstance(exc, ServiceUnavailable | Overloaded):
+                log.error("request %s failed: %s", state["id"], exc)
+        else:
+            status = 500
+            body = {"error": "internal error", "request_id": state["id"]}
+            log.exception("request %s failed", state["id"])
+        headers: http.Headers = [(b"x-request-id", state["id"].encode())]
+        if isinstance(exc, Overloaded):
+            headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+        if isinstance(exc, MethodNotAllowed):
+            status = 405
+        await http.send(send, status, http.json_bytes(body), headers)
+        return status
+
+    # -- routes --------------------------------------------------------------------------------------------
+    async def healthz(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        await http.send(send, 200, b'{"status":"ok"}')
+        return 200
+
+    async def readyz(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        models = {e.name: {"versions": list(e.runners), "errors": list(e.errors.values())}
+                  for e in self.endpoints.values()}
+        if self.is_ready:
+            status, word = 200, "ready"
+        else:
+            status = 503
+            word = "draining" if self.draining else ("failed" if any(e.errors for e in self.endpoints.values())
+                                                     else "loading")
+        await http.send(send, status, http.json_bytes({"status": word, "models": models}))
+        return status
+
+    async def render_metrics(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        await http.send(send, 200, self.metrics.render(), content_type=self.metrics.content_type.encode())
+        return 200
+
+    async def list_models(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        data = [{"name": e.name, "models": e.spec.models, "versions": list(e.runners),
+                 "ready": bool(e.runners) and not e.errors} for e in self.endpoints.values()]
+        await http.send(send, 200, http.json_bytes({"models": data}))
+        return 200
+
+    async def predict_only(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        if len(self.endpoints) != 1:
+            raise NotFoundError(f"several models are served ({', '.join(self.endpoints)}):"
+                                " POST /models/{name}/predict")
+        return await self.predict_simple(scope, receive, send, state, next(iter(self.endpoints)))
+
+    async def predict_simple(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
+                             name: str, version: str | None = None) -> int:
+        state["route"] = "predict"
+        runner, payload = await self._admit(scope, receive, state, name, version)
+        if "instances" in payload:
+            data = payload["instances"]
+        elif "inputs" in payload:
+            data = payload["inputs"]
+        else:
+            raise http.BadRequest('body must have "instances" (a list of records or rows) or "inputs"'
+                                  " (column name -> list of values)")
+        outcome = await self._infer(runner, data, want_proba=True, state=state)
+        body: dict[str, Any] = {"predictions": _jsonable(outcome.predictions)}
+        if outcome.probabilities is not None:
+            body["probabilities"] = outcome.probabilities
+            body["classes"] = runner.model.classes
+        body.update(model=runner.model.name, version=runner.model.version, request_id=state["id"])
+        if outcome.warnings:
+            body["warnings"] = [p.to_dict() for p in outcome.warnings[:100]]
+        await http.send(send, 200, http.json_bytes(body), [(b"x-request-id", state["id"].encode())])
+        return 200
+
+    async def predict_v1(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
+                         name: str) -> int:
+        state["route"] = "v1_predict"
+        runner, payload = await self._admit(scope, receive, state, name, None)
+        if "instances" not in payload:
+            raise http.BadRequest('body must have "instances"')
+        outcome = await self._infer(runner, payload["instances"], want_proba=False, state=state)
+        body = {"predictions": _jsonable(outcome.predictions)}
+        await http.send(send, 200, http.json_bytes(body), [(b"x-request-id", state["id"].encode())])
+        return 200
+
+    async def v1_status(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
+                        name: str) -> int:
+        endpoint = self._endpoint(name)
+        ready = bool(endpoint.runners) and not endpoint.errors
+        await http.send(send, 200, http.json_bytes({"name": name, "ready": ready}))
+        return 200
+
+    # -- shared steps --------------------------------------------------------------------------------------
+    def _endpoint(self, name: str) -> Endpoint:
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise NotFoundError(f"no model named {name!r} is served here")
+        return endpoint
+
+    async def _admit(self, scope: dict[str, Any], receive: Any, state: dict[str, Any], name: str,
+                     version: str | None) -> tuple[ModelRunner, Any]:
+        runner = self._endpoint(name).runner(version)
+        state["model"], state["version"] = runner.model.name, runner.model.version
+        http.check_json_content_type(scope)
+        body = await http.read_body(scope, receive, self.max_body)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise http.BadRequest(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+        if not isinstance(payload, dict):
+            raise http.BadRequest("body must be a JSON object")
+        return runner, payload
+
+    async def _infer(self, runner: ModelRunner, data: Any, *, want_proba: bool, state: dict[str, Any]) -> Outcome:
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            outcome = await asyncio.wait_for(runner.infer(data, want_proba=want_proba, deadline=deadline),
+                                             self.timeout_s)
+        except TimeoutError as exc:
+            from shipml.batching.batcher import DeadlineExceeded
+
+            raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
+        state["rows"] = len(outcome.predictions)
+        return outcome
+
+
+class MethodNotAllowed(ShipmlError):
+    status = 405
+
+    @property
+    def public_message(self) -> str:
+        return str(self)
+
+
+def _depth(runner: ModelRunner) -> Callable[[], float]:
+    return lambda: float(runner.batcher.depth)
+
+
+def _jsonable(values: np.ndarray) -> Any:
+    return values if values.dtype.kind in "biuf" else values.tolist()

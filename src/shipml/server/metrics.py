@@ -1,0 +1,55 @@
+"""Prometheus metrics of one server process, in their own registry (several apps may share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from shipml.batching.batcher import BatchStats
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class ServerMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("shipml_requests", "HTTP requests by route, model, version and status code",
+                                ["route", "model", "version", "code"], registry=r)
+        self.latency = Histogram("shipml_request_latency_seconds", "Request latency, receive to response",
+                                 ["route", "model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("shipml_inference_latency_seconds", "Time of one batched predict call",
+                                   ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("shipml_batch_size_rows", "Rows per predict call", ["model", "version"],
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.rows = Counter("shipml_rows_predicted", "Rows predicted", ["model", "version"], registry=r)
+        self.dropped = Counter("shipml_requests_expired", "Requests dropped past their deadline before inference",
+                               ["model", "version"], registry=r)
+        self.queue_depth = Gauge("shipml_queue_depth", "Requests waiting for a batch", ["model", "version"],
+                                 registry=r)
+        self.ready = Gauge("shipml_ready", "1 when every model is loaded and verified", registry=r)
+
+    def batch_observer(self, model: str, version: str) -> BatchObserver:
+        return BatchObserver(self, model, version)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class BatchObserver:
+    def __init__(self, metrics: ServerMetrics, model: str, version: str) -> None:
+        self.inference = metrics.inference.labels(model, version)
+        self.batch_size = metrics.batch_size.labels(model, version)
+        self.rows = metrics.rows.labels(model, version)
+        self.dropped = metrics.dropped.labels(model, version)
+
+    def __call__(self, stats: BatchStats) -> None:
+        if stats.dropped:
+            self.dropped.inc(stats.dropped)
+        if stats.rows:
+            self.inference.observe(stats.seconds)
+            self.batch_size.observe(stats.rows)
+            self.rows.inc(stats.rows)

@@ -1,0 +1,119 @@
+"""Run the app under uvicorn (uvloop + httptools), with graceful shutdown and several worker processes.
+
+On SIGTERM (or SIGINT) a worker first drains: readiness turns 503 at once while requests keep being served for
+``drain_delay_s`` (so load balancers stop sending traffic), then uvicorn stops accepting, lets in-flight
+requests finish and exits - all within ``graceful_timeout_s``. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from shipml.registry.registry import Registry
+from shipml.server.app import ShipmlApp
+from shipml.spec import DeploymentSpec
+
+log = logging.getLogger("shipml.server")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: ShipmlApp, drain_delay_s: float) -> None:
+        super().__init__(config)
+        self.shipml_app = app
+        self.drain_delay_s = drain_delay_s
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining:
+            self.force_exit = True
+            return
+        self._draining = True
+        self.shipml_app.draining = True
+        self.shipml_app.metrics.ready.set(0)
+        log.info("signal %s: draining for %.1fs, then graceful shutdown", sig, self.drain_delay_s)
+        timer = threading.Timer(self.drain_delay_s, self._stop)
+        timer.daemon = True
+        timer.start()
+
+    def _stop(self) -> None:
+        self.should_exit = True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("shipml.access")
+    access.handlers[:] = [handler]
+    access.propagate = False
+    access.setLevel(logging.INFO)
+    server_handler = logging.StreamHandler(sys.stderr)
+    server_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("shipml")
+    if not root.handlers:
+        root.addHandler(server_handler)
+    root.setLevel(level)
+
+
+def build_app(spec: DeploymentSpec, registry: Registry | None = None) -> tuple[ShipmlApp, Any]:
+    """The app, and the ASGI callable to serve: the app wrapped in its middleware."""
+    app = ShipmlApp(spec, registry)
+    if spec.auth.enabled:
+        from shipml.server.auth import AuthMiddleware, TokenStore, default_token_path
+
+        store = TokenStore(spec.auth.tokens_file or default_token_path(app.registry.root))
+        middleware = AuthMiddleware(app, store, enabled=True, metrics_auth=spec.auth.metrics_auth)  # type: ignore[arg-type]
+        return app, middleware
+    return app, app
+
+
+def _config(asgi: Any, spec: DeploymentSpec) -> uvicorn.Config:
+    return uvicorn.Config(
+        asgi, host=spec.server.host, port=spec.server.port, loop="uvloop", http="httptools", lifespan="on",
+        access_log=False, log_level="warning", timeout_graceful_shutdown=int(spec.server.graceful_timeout_s),
+        server_header=False, date_header=False, log_config=None,
+    )
+
+
+def _run_worker(spec: DeploymentSpec, sock: socket.socket | None) -> None:
+    configure_logging()
+    app, asgi = build_app(spec)
+    server = DrainingServer(_config(asgi, spec), app, spec.server.drain_delay_s)
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def serve(spec: DeploymentSpec) -> None:
+    """Serve until a signal says stop. Blocks."""
+    if spec.server.workers == 1:
+        _run_worker(spec, None)
+        return
+    sock = _config(None, spec).bind_socket()
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_run_worker, args=(spec, sock), name=f"shipml-worker-{i}")
+               for i in range(spec.server.workers)]
+    for w in workers:
+        w.start()
+    stopping = threading.Event()
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for w in workers:
+            if w.pid is not None and w.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for w in workers:
+        w.join()
+    sock.close()

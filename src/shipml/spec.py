@@ -1,0 +1,163 @@
+"""The deployment spec (``shipml.yaml``): what is served and how. One file drives every target - the local
+server, the container image, the Kubernetes manifests and the Ray Serve application.
+
+Example::
+
+    version: 1
+    server: {host: 127.0.0.1, port: 8000, workers: 1}
+    batching: {max_batch_size: 64, max_latency_ms: 2}
+    limits: {max_body_bytes: 1048576, max_rows: 10000, max_queue: 2048, request_timeout_ms: 5000}
+    input_policy: {out_of_range: warn, unseen_category: reject}
+    auth: {enabled: true, metrics_auth: false}
+    endpoints:
+      - name: churn
+        models: [churn@production]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shipml.errors import ShipmlError
+from shipml.package.validation import InputPolicy
+from shipml.registry.names import Ref, check_name
+
+SPEC_VERSION = 1
+
+
+class SpecError(ShipmlError):
+    """A deployment spec that cannot be used; the message names the field and the rule."""
+
+    status = 400
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSpec(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    graceful_timeout_s: float = Field(30.0, gt=0, le=3600, description="SIGTERM to exit, at most")
+    drain_delay_s: float = Field(2.0, ge=0, le=600, description="readiness 503 before listeners close")
+    access_log: bool = True
+
+
+class BatchingSpec(_Strict):
+    max_batch_size: int = Field(64, ge=1, le=100_000, description="rows merged into one predict call at most")
+    max_latency_ms: float = Field(2.0, ge=0, le=10_000, description="longest a request waits for others")
+
+
+class LimitsSpec(_Strict):
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_rows: int = Field(10_000, ge=1)
+    max_queue: int = Field(2048, ge=1, description="requests waiting per model before 503")
+    request_timeout_ms: float = Field(5000, gt=0)
+
+
+class InputPolicySpec(_Strict):
+    out_of_range: Literal["warn", "reject"] = "warn"
+    unseen_category: Literal["warn", "reject"] = "reject"
+    extra_columns: Literal["ignore", "warn", "reject"] = "reject"
+
+    def policy(self) -> InputPolicy:
+        return InputPolicy(out_of_range=self.out_of_range, unseen_category=self.unseen_category,
+                           extra_columns=self.extra_columns)
+
+
+class AuthSpec(_Strict):
+    enabled: bool = False
+    tokens_file: str | None = Field(None, description="default: tokens.json in the registry directory")
+    metrics_auth: bool = False
+
+
+class EndpointSpec(_Strict):
+    name: str
+    models: list[str] = Field(min_length=1)
+    batching: BatchingSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        try:
+            return check_name(v)
+        except ShipmlError as exc:  # pydantic reports ValueErrors with the field's location
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("models")
+    @classmethod
+    def _refs(cls, v: list[str]) -> list[str]:
+        for ref in v:
+            try:
+                Ref.parse(ref)
+            except ShipmlError as exc:
+                raise ValueError(str(exc)) from exc
+        return v
+
+
+class DeploymentSpec(_Strict):
+    version: Literal[1] = 1
+    registry: str | None = None
+    server: ServerSpec = ServerSpec()
+    batching: BatchingSpec = BatchingSpec()
+    limits: LimitsSpec = LimitsSpec()
+    input_policy: InputPolicySpec = InputPolicySpec()
+    auth: AuthSpec = AuthSpec()
+    endpoints: list[EndpointSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> DeploymentSpec:
+        names = [e.name for e in self.endpoints]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"endpoint names must be unique, repeated: {', '.join(dup)}")
+        return self
+
+    def batching_for(self, endpoint: EndpointSpec) -> BatchingSpec:
+        return endpoint.batching or self.batching
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def spec_for_refs(refs: list[str], **overrides: object) -> DeploymentSpec:
+    """The spec ``shipml serve REF...`` uses without a file: one endpoint per model, named after it."""
+    endpoints = []
+    for ref in refs:
+        r = Ref.parse(ref)
+        name = r.name if r.name is not None else (r.path.name if r.path else ref)
+        endpoints.append({"name": name, "models": [ref]})
+    return parse_spec({"endpoints": endpoints, **overrides})
+
+
+def parse_spec(data: object, source: str = "spec") -> DeploymentSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level")
+    try:
+        return DeploymentSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors()[:10]:
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{where}: {err['msg']}")
+        raise SpecError(f"{source} is invalid: " + "; ".join(lines)) from exc
+    except ShipmlError as exc:
+        raise SpecError(f"{source} is invalid: {exc}") from exc
+
+
+def load_spec(path: str | Path) -> DeploymentSpec:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SpecError(f"no deployment spec at {p}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{p.name} is not valid YAML: {exc}") from exc
+    return parse_spec(data, p.name)
