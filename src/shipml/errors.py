@@ -7,6 +7,7 @@
     ├── ConflictError                (409) the operation clashes with what is stored
     │   └── AlreadyExistsError       (409) a version that exists already
     ├── InvalidNameError             (400) a model name, version, alias or ref that is not allowed
+    ├── ProtocolError                (400) a request that breaks the inference protocol's wire format
     ├── UnsafeModelError             (400) a format that can run code, without explicit trust
     ├── UnsupportedModelError        (400) no runtime knows this kind of model
     ├── IntegrityError               (500) an artefact does not match its recorded sha256
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidNameError",
     "ManifestError",
     "NotFoundError",
+    "ProtocolError",
     "ReproducibilityError",
     "SchemaError",
     "ShipmlError",
@@ -71,6 +73,10 @@ class AlreadyExistsError(ConflictError):
 
 
 class InvalidNameError(ShipmlError):
+    status = 400
+
+
+class ProtocolError(ShipmlError):
     status = 400
 
 
