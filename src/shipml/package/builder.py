@@ -86,7 +86,7 @@ def build_package(model: Any, directory: Path, name: str, sample: Any, options: 
     if len(predictions) != len(frame):
         raise SchemaError(f"the model returned {len(predictions)} predictions for {len(frame)} sample rows")
     classes = loaded.classes if probabilities is not None else None
-    outputs = infer_outputs(predictions, probabilities, classes, saved.task if saved.task != "other" else None)
+    outputs = infer_outputs(predictions, probabilities, classes, saved.task)
     signature = Signature(inputs=inputs, input_kind=input_kind, outputs=outputs)
 
     rows = _golden_rows(len(frame), options.golden_rows)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from shipml.errors import SchemaError, UnsupportedModelError, missing_dependency
-from shipml.runtimes.base import InputFormat, Saved, SaveContext, binary_proba, is_instance_of
+from shipml.runtimes.base import InputFormat, SaveContext, Saved, binary_proba, is_instance_of
 
 FILE = "model.txt"
 

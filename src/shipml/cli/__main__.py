@@ -1,0 +1,3 @@
+from shipml.cli import main
+
+main()
