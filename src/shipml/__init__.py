@@ -1,6 +1,15 @@
 """shipml: take a trained model to production and keep it honest there."""
 
 from shipml.api import load_model, save_model
+from shipml.evaluation import (
+    Evaluation,
+    PromotionRefused,
+    PromotionResult,
+    Requirement,
+    compute_metrics,
+    evaluate,
+    promote,
+)
 from shipml.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -30,6 +39,7 @@ __all__ = [
     "ConflictError",
     "DependencyError",
     "EnvironmentMismatchError",
+    "Evaluation",
     "GateError",
     "InputPolicy",
     "IntegrityError",
@@ -40,8 +50,11 @@ __all__ = [
     "NotFoundError",
     "Prediction",
     "Problem",
+    "PromotionRefused",
+    "PromotionResult",
     "Registry",
     "ReproducibilityError",
+    "Requirement",
     "SchemaError",
     "ShipmlError",
     "Signature",
@@ -49,6 +62,9 @@ __all__ = [
     "UnsupportedModelError",
     "ValidationReport",
     "__version__",
+    "compute_metrics",
+    "evaluate",
     "load_model",
+    "promote",
     "save_model",
 ]
