@@ -1,15 +1,6 @@
 """shipml: take a trained model to production and keep it honest there."""
 
 from shipml.api import load_model, save_model
-from shipml.evaluation import (
-    Evaluation,
-    PromotionRefused,
-    PromotionResult,
-    Requirement,
-    compute_metrics,
-    evaluate,
-    promote,
-)
 from shipml.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -26,10 +17,21 @@ from shipml.errors import (
     UnsafeModelError,
     UnsupportedModelError,
 )
+from shipml.evaluation import (
+    Evaluation,
+    PromotionRefused,
+    PromotionResult,
+    Requirement,
+    compute_metrics,
+    evaluate,
+    promote,
+)
+from shipml.package.importer import import_model
 from shipml.package.loaded import LoadedModel, Prediction, ValidationReport
 from shipml.package.signature import Problem, Signature
 from shipml.package.validation import InputPolicy
 from shipml.registry import AliasMove, ModelVersion, Registry
+from shipml.runtimes.pyfunc import PythonModel
 
 __version__ = "0.1.0"
 
@@ -52,6 +54,7 @@ __all__ = [
     "Problem",
     "PromotionRefused",
     "PromotionResult",
+    "PythonModel",
     "Registry",
     "ReproducibilityError",
     "Requirement",
@@ -64,6 +67,7 @@ __all__ = [
     "__version__",
     "compute_metrics",
     "evaluate",
+    "import_model",
     "load_model",
     "promote",
     "save_model",

@@ -13,7 +13,7 @@ PUBLIC = {
     "ManifestError", "ModelVersion", "NotFoundError", "Prediction", "Problem", "PromotionRefused",
     "PromotionResult", "Registry", "ReproducibilityError", "Requirement", "SchemaError", "ShipmlError",
     "Signature", "UnsafeModelError", "UnsupportedModelError", "ValidationReport", "__version__",
-    "compute_metrics", "evaluate", "load_model", "promote", "save_model",
+    "compute_metrics", "evaluate", "import_model", "load_model", "PythonModel", "promote", "save_model",
 }
 
 

@@ -14,9 +14,9 @@ from shipml.runtimes.base import Runtime
 #: runtime name -> module defining ``RUNTIME``. Order matters for detection: specific before generic.
 _MODULES: dict[str, str] = {
     "lightgbm": "shipml.runtimes.lightgbm",
-    # "xgboost": "shipml.runtimes.xgboost",
-    # "onnx": "shipml.runtimes.onnx",
-    # "pyfunc": "shipml.runtimes.pyfunc",
+    "xgboost": "shipml.runtimes.xgboost",
+    "onnx": "shipml.runtimes.onnx",
+    "pyfunc": "shipml.runtimes.pyfunc",
     "sklearn": "shipml.runtimes.sklearn",
     "pickle": "shipml.runtimes.pickle",
 }
