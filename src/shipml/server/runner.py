@@ -72,7 +72,9 @@ def build_app(spec: DeploymentSpec, registry: Registry | None = None) -> tuple[S
         from shipml.server.auth import AuthMiddleware, TokenStore, default_token_path
 
         store = TokenStore(spec.auth.tokens_file or default_token_path(app.registry.root))
-        middleware = AuthMiddleware(app, store, enabled=True, metrics_auth=spec.auth.metrics_auth)  # type: ignore[arg-type]
+        only = spec.endpoints[0].name if len(spec.endpoints) == 1 else None
+        middleware = AuthMiddleware(app, store, enabled=True,  # type: ignore[arg-type]
+                                    metrics_auth=spec.auth.metrics_auth, default_model=only)
         return app, middleware
     return app, app
 
