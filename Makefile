@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check $(wildcard src tests bench examples)
 
 typecheck: venv
 	$(BIN)/mypy
