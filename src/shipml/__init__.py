@@ -26,6 +26,7 @@ from shipml.evaluation import (
     evaluate,
     promote,
 )
+from shipml.jobs import BatchReport, predict_file
 from shipml.package.importer import import_model
 from shipml.package.loaded import LoadedModel, Prediction, ValidationReport
 from shipml.package.signature import Problem, Signature
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AliasMove",
     "AlreadyExistsError",
+    "BatchReport",
     "ConflictError",
     "DependencyError",
     "EnvironmentMismatchError",
@@ -69,6 +71,7 @@ __all__ = [
     "evaluate",
     "import_model",
     "load_model",
+    "predict_file",
     "promote",
     "save_model",
 ]

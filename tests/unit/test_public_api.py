@@ -13,7 +13,8 @@ PUBLIC = {
     "ManifestError", "ModelVersion", "NotFoundError", "Prediction", "Problem", "PromotionRefused",
     "PromotionResult", "Registry", "ReproducibilityError", "Requirement", "SchemaError", "ShipmlError",
     "Signature", "UnsafeModelError", "UnsupportedModelError", "ValidationReport", "__version__",
-    "compute_metrics", "evaluate", "import_model", "load_model", "PythonModel", "promote", "save_model",
+    "compute_metrics", "evaluate", "import_model", "load_model", "PythonModel", "BatchReport", "predict_file",
+    "promote", "save_model",
 }
 
 
