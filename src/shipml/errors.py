@@ -7,7 +7,13 @@
     ├── ConflictError                (409) the operation clashes with what is stored
     │   └── AlreadyExistsError       (409) a version that exists already
     ├── InvalidNameError             (400) a model name, version, alias or ref that is not allowed
+    ├── SpecError                    (400) a deployment spec that cannot be used
+    ├── BadRequest                   (400) a request the server cannot read (not JSON, wrong shape)
     ├── ProtocolError                (400) a request that breaks the inference protocol's wire format
+    ├── MethodNotAllowed             (405) a known route called with another method
+    ├── PayloadTooLarge              (413) a body over the byte limit
+    │   └── TooManyRows              (413) a request over the row limit
+    ├── UnsupportedMediaType         (415) a body that is not JSON (pickles included)
     ├── UnsafeModelError             (400) a format that can run code, without explicit trust
     ├── UnsupportedModelError        (400) no runtime knows this kind of model
     ├── IntegrityError               (500) an artefact does not match its recorded sha256
@@ -16,10 +22,17 @@
     ├── ReproducibilityError         (500) the golden sample no longer reproduces
     ├── EnvironmentMismatchError     (500) the running environment differs too much from the saved one
     ├── GateError                    (412) a promotion refused by the validation gate
+    │   └── PromotionRefused         (412) (evaluation/gate.py) carries the failed checks
+    ├── InferenceError               (500) the model failed on a batch
+    ├── ServiceUnavailable           (503) a model not loaded (yet), or failed its golden check
+    │   └── Overloaded               (503) a full queue; says when to retry
+    ├── DeadlineExceeded             (504) a request past its deadline
     └── DependencyError              (500) an optional package needed for this is not installed
 
-Errors carry a ``status`` (an HTTP-like status code, so the server maps them without knowing each class) and
-never a traceback, path of the server's filesystem, or secret in ``public_message``.
+Errors carry a ``status`` (an HTTP-like status code, so the server maps them without knowing each class).
+``public_message`` is what a remote client may see: the message for a 4xx, or for a 5xx whose class sets
+``expose`` (its message is written for clients); "internal error" otherwise. No message holds a traceback, a
+path of the server's filesystem or a secret.
 """
 
 from __future__ import annotations
@@ -32,19 +45,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlreadyExistsError",
+    "BadRequest",
     "ConflictError",
+    "DeadlineExceeded",
     "DependencyError",
     "EnvironmentMismatchError",
     "GateError",
+    "InferenceError",
     "IntegrityError",
     "InvalidNameError",
     "ManifestError",
+    "MethodNotAllowed",
     "NotFoundError",
+    "Overloaded",
+    "PayloadTooLarge",
     "ProtocolError",
     "ReproducibilityError",
     "SchemaError",
+    "ServiceUnavailable",
     "ShipmlError",
+    "SpecError",
+    "TooManyRows",
     "UnsafeModelError",
+    "UnsupportedMediaType",
     "UnsupportedModelError",
 ]
 
@@ -53,11 +76,12 @@ class ShipmlError(Exception):
     """Base of every error shipml raises on purpose."""
 
     status: ClassVar[int] = 500
+    expose: ClassVar[bool] = False
 
     @property
     def public_message(self) -> str:
-        """What may be shown to a remote client (subclasses with sensitive details override it)."""
-        return str(self) if self.status < 500 else "internal error"
+        """What may be shown to a remote client."""
+        return str(self) if self.status < 500 or self.expose else "internal error"
 
 
 class NotFoundError(ShipmlError):
@@ -112,10 +136,6 @@ class SchemaError(ShipmlError):
         self.problems = list(problems)
         self.total = len(self.problems) if total is None else total
 
-    @property
-    def public_message(self) -> str:
-        return str(self)
-
 
 class ReproducibilityError(ShipmlError):
     status = 500
@@ -131,6 +151,52 @@ class GateError(ShipmlError):
 
 class DependencyError(ShipmlError):
     status = 500
+
+
+class SpecError(ShipmlError):
+    status = 400
+
+
+class BadRequest(ShipmlError):
+    status = 400
+
+
+class MethodNotAllowed(ShipmlError):
+    status = 405
+
+
+class PayloadTooLarge(ShipmlError):
+    status = 413
+
+
+class TooManyRows(PayloadTooLarge):
+    pass
+
+
+class UnsupportedMediaType(ShipmlError):
+    status = 415
+
+
+class InferenceError(ShipmlError):
+    status = 500
+
+
+class ServiceUnavailable(ShipmlError):
+    status = 503
+    expose = True
+
+
+class Overloaded(ServiceUnavailable):
+    """The model's queue is full: retry later."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ShipmlError):
+    status = 504
+    expose = True
 
 
 def missing_dependency(package: str, extra: str) -> DependencyError:

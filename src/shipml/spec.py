@@ -22,17 +22,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shipml.errors import ShipmlError
+from shipml.errors import ShipmlError, SpecError
 from shipml.package.validation import InputPolicy
 from shipml.registry.names import Ref, check_name
 
 SPEC_VERSION = 1
 
 
-class SpecError(ShipmlError):
-    """A deployment spec that cannot be used; the message names the field and the rule."""
-
-    status = 400
 
 
 class _Strict(BaseModel):

@@ -21,32 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from shipml.errors import ShipmlError
+from shipml.errors import DeadlineExceeded, Overloaded
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Overloaded(ShipmlError):
-    """The model's queue is full: retry later."""
-
-    status = 503
-
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    @property
-    def public_message(self) -> str:
-        return str(self)
 
 
-class DeadlineExceeded(ShipmlError):
-    status = 504
-
-    @property
-    def public_message(self) -> str:
-        return str(self)
 
 
 @dataclass(eq=False)

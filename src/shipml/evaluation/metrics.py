@@ -16,7 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from shipml.errors import SchemaError, UnsupportedModelError, missing_dependency
+from shipml._optional import import_optional
+from shipml.errors import SchemaError, UnsupportedModelError
 from shipml.package.loaded import LoadedModel, Prediction
 from shipml.package.signature import to_jsonable
 from shipml.package.validation import InputPolicy
@@ -51,11 +52,7 @@ DEFAULT_METRIC: dict[MetricTask, str] = {"classification": "accuracy", "regressi
 
 
 def _sklearn_metrics() -> Any:
-    try:
-        import sklearn.metrics as skm
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise missing_dependency("scikit-learn", "sklearn") from exc
-    return skm
+    return import_optional("sklearn.metrics", "sklearn", "scikit-learn")
 
 
 def metric_task(model: LoadedModel) -> MetricTask:

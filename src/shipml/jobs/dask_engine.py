@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shipml.errors import ShipmlError, missing_dependency
+from shipml._optional import import_optional
+from shipml.errors import ShipmlError
 from shipml.jobs import scoring
 from shipml.jobs.report import PartResult
 from shipml.jobs.spec import JobSpec, PartSpec
@@ -22,11 +23,7 @@ CONNECT_TIMEOUT = "30s"
 
 
 def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:
-        raise missing_dependency("dask[distributed]", "dask") from exc
-    return distributed
+    return import_optional("distributed", "dask", "dask[distributed]")
 
 
 def score_on_worker(job: str, part: str) -> bytes:

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from shipml.errors import ShipmlError, missing_dependency
+from shipml._optional import import_optional
+from shipml.errors import ShipmlError
 from shipml.jobs import scoring
 from shipml.jobs.report import PartResult
 from shipml.jobs.spec import JobSpec, PartSpec
@@ -21,12 +22,8 @@ OnResult = Callable[[PartResult], None]
 
 
 def _ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise missing_dependency("ray[data]", "ray") from exc
-    return ray
+    import_optional("ray.data", "ray", "ray[data]")
+    return import_optional("ray", "ray", "ray[data]")
 
 
 class PartScorer:

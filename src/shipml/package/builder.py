@@ -13,7 +13,7 @@ import orjson
 import pandas as pd
 
 from shipml import runtimes
-from shipml.errors import SchemaError, ShipmlError
+from shipml.errors import SchemaError, ShipmlError, UnsafeModelError
 from shipml.package import environment
 from shipml.package.lineage import build_lineage, current_user, now_iso
 from shipml.package.loaded import PERMISSIVE, LoadedModel, Prediction, sha256_file
@@ -59,8 +59,6 @@ def build_package(model: Any, directory: Path, name: str, sample: Any, options: 
     manifest (version still the placeholder; see :func:`write_manifest`)."""
     runtime = runtimes.get(options.runtime) if options.runtime else runtimes.detect(model, trusted=options.trusted)
     if runtime.name == "pickle" and not options.trusted:
-        from shipml.errors import UnsafeModelError
-
         raise UnsafeModelError("the pickle runtime runs code when loading; pass trusted=True to use it")
     frame, input_kind = as_frame(sample)
     target = _check_target(options.target, len(frame))

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from shipml._optional import import_optional
 from shipml.api import save_model
 from shipml.errors import (
     DependencyError,
@@ -42,7 +43,6 @@ from shipml.errors import (
     SchemaError,
     UnsafeModelError,
     UnsupportedModelError,
-    missing_dependency,
 )
 from shipml.package.builder import write_manifest
 from shipml.package.loaded import sha256_file
@@ -308,10 +308,7 @@ def _load_pickle(path: Path, trusted: bool) -> Any:
 
 
 def _load_skops(path: Path, trusted: bool, safe_types: tuple[str, ...]) -> Any:
-    try:
-        import skops.io as sio
-    except ImportError as exc:
-        raise missing_dependency("skops", "sklearn") from exc
+    sio = import_optional("skops.io", "sklearn")
     untrusted = sio.get_untrusted_types(file=path)
     unsafe = [t for t in untrusted if not t.startswith(safe_types)]
     if unsafe and not trusted:
@@ -322,18 +319,12 @@ def _load_skops(path: Path, trusted: bool, safe_types: tuple[str, ...]) -> Any:
 
 
 def _load_lightgbm(path: Path) -> Any:
-    try:
-        import lightgbm
-    except ImportError as exc:
-        raise missing_dependency("lightgbm", "lightgbm") from exc
+    lightgbm = import_optional("lightgbm", "lightgbm")
     return lightgbm.Booster(model_str=path.read_text(encoding="utf-8"))
 
 
 def _load_xgboost(path: Path, model_class: str | None) -> Any:
-    try:
-        import xgboost
-    except ImportError as exc:
-        raise missing_dependency("xgboost", "xgboost") from exc
+    xgboost = import_optional("xgboost", "xgboost")
     short = (model_class or "").rsplit(".", 1)[-1]
     model: Any = getattr(xgboost, short)() if short in XGBOOST_CLASSES else xgboost.Booster()
     model.load_model(str(path))
@@ -341,10 +332,7 @@ def _load_xgboost(path: Path, model_class: str | None) -> Any:
 
 
 def _load_onnx(path: Path) -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise missing_dependency("onnx", "onnx") from exc
+    onnx = import_optional("onnx", "onnx")
     return onnx.load(str(path), load_external_data=False)
 
 

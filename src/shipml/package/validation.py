@@ -119,7 +119,7 @@ class _Collector:
 
 def check(data: Any, signature: Signature, policy: InputPolicy = DEFAULT_POLICY) -> Checked:
     """Coerce ``data`` to the signature and find everything wrong with it (see the module docstring)."""
-    raw, n_rows, extra = _raw_columns(data, signature)
+    raw, n_rows, extra = raw_columns(data, signature)
     out = _Collector(n_rows, policy.max_problems)
     missing = [c.name for c in signature.inputs if c.name not in raw]
     for name in missing:
@@ -140,13 +140,14 @@ def check(data: Any, signature: Signature, policy: InputPolicy = DEFAULT_POLICY)
 
 # -- turning what the user gave into named raw columns ------------------------------------------------------
 
-def _raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, list[str]]:
+def raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, list[str]]:
+    """(column name -> raw values, row count, unknown column names) of any accepted input form."""
     names = signature.names
     if isinstance(data, pd.DataFrame):
         cols: dict[str, Any] = {str(c): data[c] for c in data.columns}
         return cols, len(data), [c for c in cols if c not in set(names)]
     if isinstance(data, pd.Series):
-        return _raw_columns(data.to_frame().T, signature)
+        return raw_columns(data.to_frame().T, signature)
     if isinstance(data, Mapping):
         cols = {
             str(k): v if isinstance(v, np.ndarray | pd.Series) else np.asarray(list(_listify(v)), dtype=object)

@@ -17,18 +17,10 @@ import numpy as np
 
 from shipml.batching.batcher import AdaptiveBatcher
 from shipml.batching.merge import merge_columns, offsets
-from shipml.errors import SchemaError, ShipmlError
+from shipml.errors import InferenceError, SchemaError, ShipmlError, TooManyRows
 from shipml.package.loaded import LoadedModel
 from shipml.package.signature import Problem
-from shipml.package.validation import InputPolicy, _raw_columns, check
-
-
-class TooManyRows(ShipmlError):
-    status = 413
-
-    @property
-    def public_message(self) -> str:
-        return str(self)
+from shipml.package.validation import InputPolicy, raw_columns, check
 
 
 @dataclass(frozen=True)
@@ -63,7 +55,7 @@ class ModelRunner:
     # -- per request, on the event loop --------------------------------------------------------------------
     def prepare(self, data: Any, *, want_proba: bool = True) -> Request:
         """Structural checks of one request's input (missing/unknown columns, row limit)."""
-        raw, rows, extra = _raw_columns(data, self.model.signature)
+        raw, rows, extra = raw_columns(data, self.model.signature)
         if rows > self.max_rows:
             raise TooManyRows(f"{rows} rows in one request; the limit is {self.max_rows}")
         problems = [Problem(None, name, "missing_column", "column is missing") for name in self.names
@@ -122,8 +114,6 @@ class ModelRunner:
         return [o if o is not None else InferenceError("no outcome") for o in outcomes]
 
 
-class InferenceError(ShipmlError):
-    status = 500
 
 
 def _rebase(p: Problem, start: int) -> Problem:

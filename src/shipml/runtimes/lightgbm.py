@@ -11,18 +11,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from shipml.errors import SchemaError, UnsupportedModelError, missing_dependency
+from shipml._optional import import_optional
+from shipml.errors import SchemaError, UnsupportedModelError
 from shipml.runtimes.base import InputFormat, SaveContext, Saved, binary_proba, is_instance_of
 
 FILE = "model.txt"
 
 
 def _lgb() -> Any:
-    try:
-        import lightgbm
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise missing_dependency("lightgbm", "lightgbm") from exc
-    return lightgbm
+    return import_optional("lightgbm", "lightgbm")
 
 
 def _objective(booster: Any) -> str:

@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from shipml.errors import SchemaError, UnsupportedModelError, missing_dependency
+from shipml._optional import import_optional
+from shipml.errors import SchemaError, UnsupportedModelError
 from shipml.runtimes.base import InputFormat, SaveContext, Saved, is_instance_of
 
 FILE = "model.onnx"
@@ -33,19 +34,11 @@ PROBA_TYPES = ("tensor(float)", "tensor(double)")
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise missing_dependency("onnx", "onnx") from exc
-    return onnx
+    return import_optional("onnx", "onnx")
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise missing_dependency("onnxruntime", "onnx") from exc
-    return onnxruntime
+    return import_optional("onnxruntime", "onnx")
 
 
 def _plain(value: Any) -> Any:

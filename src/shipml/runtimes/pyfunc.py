@@ -43,7 +43,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from shipml.errors import ManifestError, UnsafeModelError, UnsupportedModelError, missing_dependency
+from shipml._optional import import_optional
+from shipml.errors import ManifestError, UnsafeModelError, UnsupportedModelError
 from shipml.runtimes.base import InputFormat, SaveContext, Saved, is_instance_of
 
 SPEC_FILE = "pyfunc.json"
@@ -308,10 +309,7 @@ def _package_files(top: str, package: ModuleType | None) -> dict[str, Path]:
 
 
 def _pickle_by_value(model: PythonModel) -> bytes:
-    try:
-        import cloudpickle
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise missing_dependency("cloudpickle", "pyfunc") from exc
+    cloudpickle = import_optional("cloudpickle", "pyfunc")
     module = sys.modules.get(type(model).__module__)
     by_value = module is not None and module.__name__ != "__main__"
     if by_value:

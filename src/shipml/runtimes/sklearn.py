@@ -13,18 +13,15 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from shipml.errors import IntegrityError, UnsafeModelError, missing_dependency
+from shipml._optional import import_optional
+from shipml.errors import IntegrityError, UnsafeModelError
 from shipml.runtimes.base import InputFormat, SaveContext, Saved, is_instance_of
 
 FILE = "model.skops"
 
 
 def _skops() -> Any:
-    try:
-        import skops.io as sio
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise missing_dependency("skops", "sklearn") from exc
-    return sio
+    return import_optional("skops.io", "sklearn")
 
 
 def _untrusted(sio: Any, path: Path) -> tuple[list[str], list[str]]:

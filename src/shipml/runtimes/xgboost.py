@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from shipml.errors import SchemaError, UnsupportedModelError, missing_dependency
+from shipml._optional import import_optional
+from shipml.errors import SchemaError, UnsupportedModelError
 from shipml.runtimes.base import InputFormat, SaveContext, Saved, binary_proba, is_instance_of
 
 FILE = "model.ubj"
@@ -27,11 +28,7 @@ LABEL_OBJECTIVES = ("binary:hinge", "multi:softmax")
 
 
 def _xgb() -> Any:
-    try:
-        import xgboost
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise missing_dependency("xgboost", "xgboost") from exc
-    return xgboost
+    return import_optional("xgboost", "xgboost")
 
 
 def _config(booster: Any) -> dict[str, Any]:

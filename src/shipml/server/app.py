@@ -20,8 +20,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from shipml.batching.batcher import Overloaded
-from shipml.errors import NotFoundError, SchemaError, ShipmlError
+from shipml.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    MethodNotAllowed,
+    NotFoundError,
+    Overloaded,
+    SchemaError,
+    ServiceUnavailable,
+    ShipmlError,
+)
 from shipml.package.loaded import LoadedModel
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
@@ -35,12 +43,6 @@ access_log = logging.getLogger("shipml.access")
 Handler = Callable[..., Awaitable[int]]
 
 
-class ServiceUnavailable(ShipmlError):
-    status = 503
-
-    @property
-    def public_message(self) -> str:
-        return str(self)
 
 
 @dataclass
@@ -222,7 +224,7 @@ class ShipmlApp:
             if isinstance(exc, SchemaError):
                 body["problems"] = [p.to_dict() for p in exc.problems[:100]]
                 body["problem_count"] = exc.total
-            if status >= 500 and not isinstance(exc, ServiceUnavailable | Overloaded):
+            if status >= 500 and not exc.expose:
                 log.error("request %s failed: %s", state["id"], exc)
         else:
             status = 500
@@ -231,8 +233,6 @@ class ShipmlApp:
         headers: http.Headers = [(b"x-request-id", state["id"].encode())]
         if isinstance(exc, Overloaded):
             headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
-        if isinstance(exc, MethodNotAllowed):
-            status = 405
         await http.send(send, status, http.json_bytes(body), headers)
         return status
 
@@ -278,7 +278,7 @@ class ShipmlApp:
         elif "inputs" in payload:
             data = payload["inputs"]
         else:
-            raise http.BadRequest('body must have "instances" (a list of records or rows) or "inputs"'
+            raise BadRequest('body must have "instances" (a list of records or rows) or "inputs"'
                                   " (column name -> list of values)")
         outcome = await self._infer(runner, data, want_proba=True, state=state)
         body: dict[str, Any] = {"predictions": _jsonable(outcome.predictions)}
@@ -296,7 +296,7 @@ class ShipmlApp:
         state["route"] = "v1_predict"
         runner, payload = await self._admit(scope, receive, state, name, None)
         if "instances" not in payload:
-            raise http.BadRequest('body must have "instances"')
+            raise BadRequest('body must have "instances"')
         outcome = await self._infer(runner, payload["instances"], want_proba=False, state=state)
         body = {"predictions": _jsonable(outcome.predictions)}
         await http.send(send, 200, http.json_bytes(body), [(b"x-request-id", state["id"].encode())])
@@ -325,9 +325,9 @@ class ShipmlApp:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise http.BadRequest(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+            raise BadRequest(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
         if not isinstance(payload, dict):
-            raise http.BadRequest("body must be a JSON object")
+            raise BadRequest("body must be a JSON object")
         return runner, payload
 
     async def _infer(self, runner: ModelRunner, data: Any, *, want_proba: bool, state: dict[str, Any]) -> Outcome:
@@ -336,19 +336,11 @@ class ShipmlApp:
             outcome = await asyncio.wait_for(runner.infer(data, want_proba=want_proba, deadline=deadline),
                                              self.timeout_s)
         except TimeoutError as exc:
-            from shipml.batching.batcher import DeadlineExceeded
-
             raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
         state["rows"] = len(outcome.predictions)
         return outcome
 
 
-class MethodNotAllowed(ShipmlError):
-    status = 405
-
-    @property
-    def public_message(self) -> str:
-        return str(self)
 
 
 def _depth(runner: ModelRunner) -> Callable[[], float]:

@@ -26,7 +26,6 @@ import re
 import secrets
 import string
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -156,23 +155,6 @@ def _parse_time(value: Any) -> datetime | None:
 
 def _hash(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Like :func:`local.write_atomic`, but the file is created 0600 from the start (never readable by
-    others, not even between the write and a chmod)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)  # whatever the umask
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    local.fsync_dir(path.parent)
 
 
 _Stamp = tuple[int, int, int]  # inode, mtime_ns, size: an atomic replace always changes the inode
@@ -342,7 +324,7 @@ class TokenStore:
 
     def _save(self, infos: dict[str, TokenInfo], hashes: dict[str, str]) -> None:
         """Write, then adopt as the cache (a failed write leaves the cache as the file is)."""
-        _write_private(self.path, self._dump(infos, hashes))
+        local.write_atomic(self.path, self._dump(infos, hashes), mode=0o600)
         st = os.stat(self.path)
         self._set(infos, hashes, (st.st_ino, st.st_mtime_ns, st.st_size))
 

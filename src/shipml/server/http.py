@@ -6,34 +6,16 @@ from typing import Any
 
 import orjson
 
-from shipml.errors import ShipmlError
+from shipml.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 Headers = list[tuple[bytes, bytes]]
 JSON = b"application/json"
 
 
-class PayloadTooLarge(ShipmlError):
-    status = 413
-
-    @property
-    def public_message(self) -> str:
-        return str(self)
 
 
-class UnsupportedMediaType(ShipmlError):
-    status = 415
-
-    @property
-    def public_message(self) -> str:
-        return str(self)
 
 
-class BadRequest(ShipmlError):
-    status = 400
-
-    @property
-    def public_message(self) -> str:
-        return str(self)
 
 
 class ClientDisconnected(Exception):
