@@ -1,12 +1,12 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 import shipml
+from tests.cli.gate_models import build_registry
 
 
 @pytest.fixture
@@ -20,16 +20,16 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIPML_HOME", str(tmp_path / "home-registry"))
 
 
+@pytest.fixture(scope="session")
+def churn_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The churn registry and labelled data of tests/cli/gate_models.py, built once per session."""
+    root = tmp_path_factory.mktemp("churn")
+    build_registry(root)
+    return root
+
+
 @pytest.fixture
-def mixed_data() -> tuple[pd.DataFrame, np.ndarray]:
-    """A small table with numeric, string and boolean columns, and a binary target."""
-    rng = np.random.default_rng(0)
-    n = 300
-    df = pd.DataFrame({
-        "age": rng.integers(18, 80, n),
-        "income": rng.normal(50_000, 15_000, n).round(2),
-        "state": rng.choice(["CA", "NY", "TX", "WA"], n),
-        "member": rng.random(n) > 0.5,
-    })
-    y = ((df["income"] > 50_000) ^ (df["state"] == "CA")).astype(int).to_numpy()
-    return df, y
+def workdir(churn_registry: Path, tmp_path: Path) -> Path:
+    """A private copy of the churn registry and its data, so each test may write to it."""
+    shutil.copytree(churn_registry, tmp_path / "w")
+    return tmp_path / "w"

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from click.testing import CliRunner, Result
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import shipml
+from shipml.cli import cli
 
 WEAK = "1.0.0"
 GOOD = "1.1.0"
@@ -56,3 +58,8 @@ def build_registry(root: Path) -> shipml.Registry:
     valid, y_valid = churn_frame(200, seed=1)
     valid.assign(**{TARGET: y_valid}).to_csv(root / "valid.csv", index=False)
     return registry
+
+
+def run(workdir: Path, *args: str) -> Result:
+    """The shipml CLI on the registry of ``workdir`` (see the ``workdir`` fixture in tests/conftest.py)."""
+    return CliRunner().invoke(cli, ["--registry", str(workdir / "registry"), *args], catch_exceptions=False)

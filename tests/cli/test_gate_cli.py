@@ -1,32 +1,11 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import orjson
-import pytest
-from click.testing import CliRunner, Result
 
 import shipml
-from shipml.cli import cli
-from tests.cli.gate_models import GOOD, TARGET, WEAK, build_registry
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli-gate")
-    build_registry(root)
-    return root
-
-
-@pytest.fixture
-def workdir(built: Path, tmp_path: Path) -> Path:
-    shutil.copytree(built, tmp_path / "w")
-    return tmp_path / "w"
-
-
-def run(workdir: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--registry", str(workdir / "registry"), *args], catch_exceptions=False)
+from tests.cli.gate_models import GOOD, TARGET, WEAK, run
 
 
 def data_args(workdir: Path) -> list[str]:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,27 +8,10 @@ from pathlib import Path
 import click
 import orjson
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from shipml.cli import cli
-from tests.cli.gate_models import GOOD, WEAK, build_registry
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli-models")
-    build_registry(root)
-    return root
-
-
-@pytest.fixture
-def workdir(built: Path, tmp_path: Path) -> Path:
-    shutil.copytree(built, tmp_path / "w")
-    return tmp_path / "w"
-
-
-def run(workdir: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--registry", str(workdir / "registry"), *args], catch_exceptions=False)
+from tests.cli.gate_models import GOOD, WEAK, run
 
 
 def run_json(workdir: Path, *args: str) -> object:

@@ -1,35 +1,15 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from click.testing import CliRunner, Result
 from sklearn.linear_model import LinearRegression
 
 import shipml
-from shipml.cli import cli
-from tests.cli.gate_models import GOOD, build_registry
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli-predict")
-    build_registry(root)
-    return root
-
-
-@pytest.fixture
-def workdir(built: Path, tmp_path: Path) -> Path:
-    shutil.copytree(built, tmp_path / "w")
-    return tmp_path / "w"
-
-
-def run(workdir: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--registry", str(workdir / "registry"), *args], catch_exceptions=False)
+from tests.cli.gate_models import GOOD, run
 
 
 def test_predict_sample_table(workdir: Path) -> None:

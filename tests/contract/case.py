@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -30,3 +31,11 @@ class Case:
     id: str
     runtime: str  # the runtime name the manifest must record
     make: Callable[[Path], Trained]
+
+
+def numeric_frame(n: int = 300, k: int = 5, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Float columns x0..x{k-1} and a binary target (x0 + x1 > 0)."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, k)), columns=[f"x{i}" for i in range(k)])
+    y = (X["x0"] + X["x1"] > 0).astype(int).to_numpy()
+    return X, y

@@ -6,38 +6,31 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from tests.contract.case import Case, Trained
-
-
-def _numeric(n: int = 300, k: int = 5, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.normal(size=(n, k)), columns=[f"x{i}" for i in range(k)])
-    y = (X["x0"] + X["x1"] > 0).astype(int).to_numpy()
-    return X, y
+from tests.contract.case import Case, Trained, numeric_frame
 
 
 def _classifier(_: Path) -> Trained:
-    X, y = _numeric()
+    X, y = numeric_frame()
     model = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, verbose=-1).fit(X, y)
     return Trained(model, X, y, model.predict, model.predict_proba)
 
 
 def _multiclass_string_labels(_: Path) -> Trained:
-    X, _ = _numeric(seed=1)
+    X, _ = numeric_frame(seed=1)
     labels = np.array(["a", "b", "c"])[(X["x0"] > 0).astype(int) + (X["x2"] > 0.5).astype(int)]
     model = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, verbose=-1).fit(X, labels)
     return Trained(model, X, labels, model.predict, model.predict_proba)
 
 
 def _regressor(_: Path) -> Trained:
-    X, _ = _numeric(seed=2)
+    X, _ = numeric_frame(seed=2)
     target = X["x0"] * 3.0 + X["x3"]
     model = lgb.LGBMRegressor(n_estimators=10, num_leaves=7, verbose=-1).fit(X, target)
     return Trained(model, X, target, model.predict, exact=False)
 
 
 def _booster_numpy(_: Path) -> Trained:
-    X, y = _numeric(seed=3)
+    X, y = numeric_frame(seed=3)
     array = X.to_numpy()
     booster = lgb.train({"objective": "binary", "num_leaves": 7, "verbose": -1}, lgb.Dataset(array, y), 10)
 
@@ -49,7 +42,7 @@ def _booster_numpy(_: Path) -> Trained:
 
 
 def _categorical_frame(_: Path) -> Trained:
-    X, y = _numeric(seed=4)
+    X, y = numeric_frame(seed=4)
     X["colour"] = pd.Categorical(np.random.default_rng(4).choice(["red", "green", "blue"], len(X)))
     model = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, verbose=-1).fit(X, y)
     return Trained(model, X, y, model.predict, model.predict_proba)

@@ -6,40 +6,34 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from tests.contract.case import Case, Trained
+from tests.contract.case import Case, Trained, numeric_frame
 
 SMALL = {"n_estimators": 8, "max_depth": 3, "n_jobs": 1}
 
 
-def _numeric(n: int = 300, k: int = 5, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.normal(size=(n, k)), columns=[f"x{i}" for i in range(k)])
-    y = (X["x0"] + X["x1"] > 0).astype(int).to_numpy()
-    return X, y
-
 
 def _classifier(_: Path) -> Trained:
-    X, y = _numeric()
+    X, y = numeric_frame()
     model = xgb.XGBClassifier(**SMALL).fit(X, y)
     return Trained(model, X, y, model.predict, model.predict_proba)
 
 
 def _multiclass(_: Path) -> Trained:
-    X, _y = _numeric(seed=1)
+    X, _y = numeric_frame(seed=1)
     y = ((X["x0"] > 0).astype(int) + (X["x2"] > 0.5).astype(int)).to_numpy()
     model = xgb.XGBClassifier(**SMALL).fit(X, y)
     return Trained(model, X, y, model.predict, model.predict_proba)
 
 
 def _regressor(_: Path) -> Trained:
-    X, _y = _numeric(seed=2)
+    X, _y = numeric_frame(seed=2)
     target = X["x0"] * 3.0 + X["x3"]
     model = xgb.XGBRegressor(**SMALL).fit(X, target)
     return Trained(model, X, target, model.predict, exact=False)
 
 
 def _booster_numpy(_: Path) -> Trained:
-    X, y = _numeric(seed=3)
+    X, y = numeric_frame(seed=3)
     array = X.to_numpy()
     params = {"objective": "binary:logistic", "max_depth": 3, "nthread": 1}
     booster = xgb.train(params, xgb.DMatrix(array, label=y), num_boost_round=8)
@@ -52,7 +46,7 @@ def _booster_numpy(_: Path) -> Trained:
 
 
 def _early_stopping(_: Path) -> Trained:
-    X, y = _numeric(n=400, seed=5)
+    X, y = numeric_frame(n=400, seed=5)
     noisy = np.where(np.random.default_rng(5).random(len(y)) < 0.2, 1 - y, y)  # so that it stops early
     model = xgb.XGBClassifier(n_estimators=60, max_depth=4, learning_rate=0.3, n_jobs=1,
                               early_stopping_rounds=3, eval_metric="logloss")
@@ -62,7 +56,7 @@ def _early_stopping(_: Path) -> Trained:
 
 
 def _categorical_frame(_: Path) -> Trained:
-    X, base = _numeric(seed=4)
+    X, base = numeric_frame(seed=4)
     X["colour"] = pd.Categorical(np.random.default_rng(4).choice(["red", "green", "blue"], len(X)))
     y = (base ^ np.asarray(X["colour"] == "red")).astype(int)
     model = xgb.XGBClassifier(**SMALL, enable_categorical=True).fit(X, y)
@@ -70,7 +64,7 @@ def _categorical_frame(_: Path) -> Trained:
 
 
 def _ranker(_: Path) -> Trained:
-    X, _y = _numeric(n=200, seed=6)
+    X, _y = numeric_frame(n=200, seed=6)
     relevance = np.clip(np.round(X["x0"].to_numpy() + 1), 0, 3).astype(int)
     qid = np.repeat(np.arange(20), 10)
     model = xgb.XGBRanker(**SMALL).fit(X, relevance, qid=qid)

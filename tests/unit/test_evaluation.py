@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import lightgbm as lgb
@@ -22,21 +21,7 @@ from shipml.evaluation import (
 )
 from shipml.evaluation.data import read_labelled, read_table
 from shipml.evaluation.metrics import encode_labels
-from tests.cli.gate_models import GOOD, TARGET, WEAK, build_registry, churn_frame
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("gate")
-    build_registry(root)
-    return root
-
-
-@pytest.fixture
-def workdir(built: Path, tmp_path: Path) -> Path:
-    """A private copy of the registry and data, so each test may write to it."""
-    shutil.copytree(built, tmp_path / "w")
-    return tmp_path / "w"
+from tests.cli.gate_models import GOOD, TARGET, WEAK, churn_frame
 
 
 @pytest.fixture
