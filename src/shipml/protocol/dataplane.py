@@ -20,7 +20,7 @@ from shipml.batching.merge import merge_columns, offsets
 from shipml.errors import InferenceError, SchemaError, ShipmlError, TooManyRows
 from shipml.package.loaded import LoadedModel
 from shipml.package.signature import Problem
-from shipml.package.validation import InputPolicy, raw_columns, check
+from shipml.package.validation import InputPolicy, check, raw_columns
 
 
 @dataclass(frozen=True)
