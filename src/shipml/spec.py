@@ -96,6 +96,69 @@ class EndpointSpec(_Strict):
         return v
 
 
+class ImageSpec(_Strict):
+    """The container image (``shipml build``)."""
+
+    name: str | None = Field(None, description="image name; default shipml-<first endpoint>")
+    tag: str = "latest"
+    base: str = Field("python:3.11-slim", description="base image (a registry mirror's copy, if need be)")
+    extras: list[str] = Field(default_factory=list, description="extra pip requirements baked into the image")
+
+
+class ResourcesSpec(_Strict):
+    cpu_request: str = "500m"
+    cpu_limit: str = "2"
+    memory_request: str = "512Mi"
+    memory_limit: str = "1Gi"
+
+
+class S3SourceSpec(_Strict):
+    """Where an init container fetches the model packages from, instead of baking them into the image."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    secret_name: str = Field("shipml-s3", description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+
+
+class KubernetesSpec(_Strict):
+    """The Kubernetes manifests (``shipml k8s``)."""
+
+    namespace: str | None = None
+    replicas: int = Field(2, ge=1)
+    min_replicas: int = Field(2, ge=1)
+    max_replicas: int = Field(10, ge=1)
+    target_cpu_percent: int = Field(70, ge=1, le=100)
+    resources: ResourcesSpec = ResourcesSpec()
+    startup_timeout_s: int = Field(300, ge=10, description="longest a pod may take to load its models")
+    models_from: Literal["image", "s3"] = "image"
+    s3: S3SourceSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KubernetesSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        if self.models_from == "s3" and self.s3 is None:
+            raise ValueError("models_from: s3 needs an s3 section (bucket, prefix, endpoint_url)")
+        return self
+
+
+class RaySpec(_Strict):
+    """The Ray Serve application (``shipml ray``)."""
+
+    num_replicas: int | None = Field(None, ge=1, description="fixed replicas; leave unset to autoscale")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0)
+    num_cpus: float = Field(1, gt=0, description="CPUs per replica")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RaySpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        return self
+
+
 class DeploymentSpec(_Strict):
     version: Literal[1] = 1
     registry: str | None = None
@@ -105,6 +168,9 @@ class DeploymentSpec(_Strict):
     input_policy: InputPolicySpec = InputPolicySpec()
     auth: AuthSpec = AuthSpec()
     endpoints: list[EndpointSpec] = Field(min_length=1)
+    image: ImageSpec = ImageSpec()
+    kubernetes: KubernetesSpec = KubernetesSpec()
+    ray: RaySpec = RaySpec()
 
     @model_validator(mode="after")
     def _unique(self) -> DeploymentSpec:
