@@ -164,6 +164,10 @@ class BadRequest(ShipmlError):
 class MethodNotAllowed(ShipmlError):
     status = 405
 
+    def __init__(self, message: str, allow: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allow = allow
+
 
 class PayloadTooLarge(ShipmlError):
     status = 413

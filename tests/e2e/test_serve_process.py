@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +13,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 import shipml
+from tests.e2e.server_process import Server, start
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -42,39 +33,6 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame) -
     model = lgb.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1).fit(data, y)
     shipml.save_model(model, "clf", sample=data, registry=root)
     return root
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
-        self.proc = proc
-        self.url = f"http://127.0.0.1:{port}"
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "server exited during start-up"
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("server never became ready")
-
-
-def start(registry: Path, tmp_path: Path, **overrides: object) -> Server:
-    port = free_port()
-    spec = {"registry": str(registry), "endpoints": [{"name": "clf", "models": ["clf"]}],
-            "server": {"host": "127.0.0.1", "port": port, "drain_delay_s": 0.5, "graceful_timeout_s": 10}}
-    for key, value in overrides.items():
-        spec[key] = value if not isinstance(value, dict) else {**spec.get(key, {}), **value}  # type: ignore[dict-item]
-    path = tmp_path / f"spec-{port}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    proc = subprocess.Popen([sys.executable, "-m", "shipml.cli", "serve", "--spec", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    server = Server(proc, port)
-    server.wait_ready()
-    return server
 
 
 @pytest.fixture
@@ -150,7 +108,8 @@ def test_limits_and_errors_never_leak(server: Server, data: pd.DataFrame, regist
     assert httpx.post(server.url + "/predict", content=b"{nope", headers={"content-type": "application/json"}
                       ).status_code == 400
     assert httpx.post(server.url + "/models/nope/predict", json={"instances": []}).status_code == 404
-    assert httpx.get(server.url + "/predict").status_code == 404
+    wrong_method = httpx.get(server.url + "/predict")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     missing = httpx.post(server.url + "/predict", json={"instances": [{"x0": 1.0}]})
     assert missing.status_code == 422 and {p["rule"] for p in missing.json()["problems"]} == {"missing_column"}
     for r in (big, rows, pickled, missing):

@@ -220,6 +220,8 @@ ROUTES: list[tuple[str, str, Access]] = [
     ("GET", "/v2/models/churn/versions/1.2.0", Access(PREDICT, "churn")),
     ("GET", "/v2/models/churn/versions/1.2.0/ready", Access(PREDICT, "churn")),
     ("GET", "/models", Access(PREDICT)),
+    ("GET", "/models/churn", Access(PREDICT, "churn")),
+    ("POST", "/v2/repository/index", Access(PREDICT)),
 ]
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -241,10 +243,10 @@ def test_other_methods_on_listed_routes_need_admin(method: str, route: str) -> N
 
 
 @pytest.mark.parametrize("route", [
-    "/", "", "/admin/reload", "/models/churn", "/models/churn/aliases/production", "/healthz/", "/HEALTHZ",
+    "/", "", "/admin/reload", "/models/churn/aliases/production", "/healthz/", "/HEALTHZ",
     "//healthz", "/healthz/../models/churn/predict", "/metrics/", "/predict/", "/models/churn/predict/x",
     "/models//predict", "/models/a/b/predict", "/models/churn/versions/predict", "/v2/models/churn/load",
-    "/v2/repository/index", "/v2/models/a/b/infer", "/v2/models/churn/versions/1.0.0/infer/x",
+    "/v2/models/a/b/infer", "/v2/models/churn/versions/1.0.0/infer/x",
     "/v1/models/churn/x", "/v1/models", "/v2/", "/models/",
 ])
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])

@@ -141,7 +141,8 @@ class AdaptiveBatcher(Generic[T, R]):
                 if batch and rows + pending.rows > self.max_batch_size:
                     break
                 self._queue.popleft()
-                if pending.future.done():
+                if pending.future.done():  # its caller gave up (request timeout, disconnect): never predicted
+                    dropped += 1
                     continue
                 if time.monotonic() > pending.deadline:
                     dropped += 1

@@ -157,9 +157,20 @@ class LoadedModel:
         return result
 
     # -- the golden check ----------------------------------------------------------------------------------
+    def golden(self) -> dict[str, Any]:
+        """The golden sample: ``inputs`` (column -> values), ``predictions`` and maybe ``probabilities``."""
+        data: dict[str, Any] = orjson.loads((self.path / GOLDEN).read_bytes())
+        return data
+
+    def example_records(self, n: int = 5) -> list[dict[str, Any]]:
+        """The first ``n`` golden input rows as records: an input known to be valid for this model."""
+        inputs = self.golden()["inputs"]
+        rows = min(n, len(next(iter(inputs.values()), [])))
+        return [{name: values[i] for name, values in inputs.items()} for i in range(rows)]
+
     def verify_golden(self) -> None:
         """Re-run the golden sample and compare with what the model gave at save time."""
-        golden = orjson.loads((self.path / GOLDEN).read_bytes())
+        golden = self.golden()
         checked = check(golden["inputs"], self.signature, PERMISSIVE)
         if not checked.ok:
             raise ReproducibilityError(f"golden inputs of {self.ref} no longer fit its signature: "

@@ -35,6 +35,8 @@ from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
 from shipml.server import http
 from shipml.server.metrics import ServerMetrics
+from shipml.server.openapi import DOCS_HTML, openapi_document
+from shipml.server.v2_routes import V2Routes
 from shipml.spec import DeploymentSpec, EndpointSpec
 
 log = logging.getLogger("shipml.server")
@@ -81,8 +83,11 @@ class ShipmlApp:
     """ASGI app serving the endpoints of a deployment spec from a registry."""
 
     def __init__(self, spec: DeploymentSpec, registry: Registry | None = None,
-                 models: dict[str, LoadedModel] | None = None) -> None:
+                 models: dict[str, LoadedModel] | None = None, *, load_before_serving: bool = False) -> None:
         self.spec = spec
+        # One worker loads in the background, so liveness answers during a long load. Several workers share a
+        # socket: each loads before it accepts, so no connection ever lands on a worker still loading.
+        self.load_before_serving = load_before_serving
         self.registry = registry or Registry(spec.registry)
         self.preloaded = models or {}
         self.metrics = ServerMetrics()
@@ -90,6 +95,7 @@ class ShipmlApp:
         self.loaded = False
         self.draining = False
         self._load_task: asyncio.Task[None] | None = None
+        self._depth_task: asyncio.Task[None] | None = None
         limits = spec.limits
         self.max_body = limits.max_body_bytes
         self.timeout_s = limits.request_timeout_ms / 1000.0
@@ -99,13 +105,20 @@ class ShipmlApp:
             ("GET", "/metrics"): self.render_metrics,
             ("GET", "/models"): self.list_models,
             ("POST", "/predict"): self.predict_only,
+            ("GET", "/openapi.json"): self.openapi,
+            ("GET", "/docs"): self.docs,
         }
         self.patterns: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("GET", re.compile(r"/models/([^/]+)"), self.model_info),
             ("POST", re.compile(r"/models/([^/]+)/predict"), self.predict_simple),
             ("POST", re.compile(r"/models/([^/]+)/versions/([^/]+)/predict"), self.predict_simple),
             ("POST", re.compile(r"/v1/models/([^/:]+):predict"), self.predict_v1),
             ("GET", re.compile(r"/v1/models/([^/:]+)"), self.v1_status),
         ]
+        v2_routes = V2Routes(self)
+        self.fixed.update(v2_routes.fixed)
+        self.patterns += v2_routes.patterns
+        self._openapi: tuple[int, bytes] | None = None  # (models loaded when built, document)
 
     # -- ASGI entry ----------------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -119,6 +132,8 @@ class ShipmlApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.start_loading()
+                if self.load_before_serving and self._load_task is not None:
+                    await self._load_task
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
@@ -150,11 +165,22 @@ class ShipmlApp:
                     max_queue=self.spec.limits.max_queue,
                     on_batch=self.metrics.batch_observer(model.name, model.version))
                 runner.batcher.start()
-                self.metrics.queue_depth.labels(model.name, model.version).set_function(_depth(runner))
+                if not self.metrics.multiprocess:  # else sampled by _report_depths: files hold no functions
+                    self.metrics.queue_depth.labels(model.name, model.version).set_function(_depth(runner))
                 endpoint.runners[model.version] = runner
                 log.info("model %s ready on endpoint %s", model.ref, endpoint.name)
         self.loaded = True
         self.metrics.ready.set(1 if self.is_ready else 0)
+        if self.metrics.multiprocess:
+            self._depth_task = asyncio.get_running_loop().create_task(self._report_depths())
+
+    async def _report_depths(self, every_s: float = 0.5) -> None:
+        gauges = [(self.metrics.queue_depth.labels(r.model.name, r.model.version), r)
+                  for e in self.endpoints.values() for r in e.runners.values()]
+        while not self.draining:
+            for gauge, runner in gauges:
+                gauge.set(runner.batcher.depth)
+            await asyncio.sleep(every_s)
 
     def registry_load(self, ref: str) -> LoadedModel:
         from shipml.api import load_model
@@ -164,6 +190,8 @@ class ShipmlApp:
     async def shutdown(self) -> None:
         self.draining = True
         self.metrics.ready.set(0)
+        if self._depth_task is not None:
+            self._depth_task.cancel()
         for endpoint in self.endpoints.values():
             for runner in endpoint.runners.values():
                 await runner.batcher.stop()
@@ -206,15 +234,15 @@ class ShipmlApp:
             }).decode())
 
     def _match(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
-        allowed = False
+        allow = [m for m, p in self.fixed if p == path]
         for m, pattern, handler in self.patterns:
             match = pattern.fullmatch(path)
             if match:
                 if m == method:
                     return handler, match.groups()
-                allowed = True
-        if allowed:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}")
+                allow.append(m)
+        if allow:
+            raise MethodNotAllowed(f"{method} is not allowed on {path}", tuple(sorted(set(allow))))
         raise NotFoundError(f"no route {path}")
 
     async def _error(self, send: Any, exc: Exception, state: dict[str, Any]) -> int:
@@ -231,6 +259,8 @@ class ShipmlApp:
             body = {"error": "internal error", "request_id": state["id"]}
             log.exception("request %s failed", state["id"])
         headers: http.Headers = [(b"x-request-id", state["id"].encode())]
+        if isinstance(exc, MethodNotAllowed) and exc.allow:
+            headers.append((b"allow", ", ".join(exc.allow).encode()))
         if isinstance(exc, Overloaded):
             headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
         await http.send(send, status, http.json_bytes(body), headers)
@@ -280,7 +310,7 @@ class ShipmlApp:
         else:
             raise BadRequest('body must have "instances" (a list of records or rows) or "inputs"'
                                   " (column name -> list of values)")
-        outcome = await self._infer(runner, data, want_proba=True, state=state)
+        outcome = await self.infer(runner, data, want_proba=True, state=state)
         body: dict[str, Any] = {"predictions": _jsonable(outcome.predictions)}
         if outcome.probabilities is not None:
             body["probabilities"] = outcome.probabilities
@@ -297,20 +327,46 @@ class ShipmlApp:
         runner, payload = await self._admit(scope, receive, state, name, None)
         if "instances" not in payload:
             raise BadRequest('body must have "instances"')
-        outcome = await self._infer(runner, payload["instances"], want_proba=False, state=state)
+        outcome = await self.infer(runner, payload["instances"], want_proba=False, state=state)
         body = {"predictions": _jsonable(outcome.predictions)}
         await http.send(send, 200, http.json_bytes(body), [(b"x-request-id", state["id"].encode())])
         return 200
 
     async def v1_status(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
                         name: str) -> int:
-        endpoint = self._endpoint(name)
+        endpoint = self.endpoint_named(name)
         ready = bool(endpoint.runners) and not endpoint.errors
         await http.send(send, 200, http.json_bytes({"name": name, "ready": ready}))
         return 200
 
+    async def model_info(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
+                         name: str) -> int:
+        """What a client needs to call the model: its inputs and an example body known to be valid."""
+        endpoint = self.endpoint_named(name)
+        body: dict[str, Any] = {"name": name, "models": endpoint.spec.models, "versions": list(endpoint.runners),
+                                "ready": bool(endpoint.runners) and not endpoint.errors}
+        if endpoint.runners:
+            model = endpoint.runner().model
+            body["inputs"] = [c.model_dump(exclude={"pandas_dtype"}) for c in model.signature.inputs]
+            body["outputs"] = model.signature.outputs.model_dump()
+            body["example"] = {"instances": model.example_records()}
+        await http.send(send, 200, http.json_bytes(body))
+        return 200
+
+    async def openapi(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        loaded = sum(len(e.runners) for e in self.endpoints.values())
+        if self._openapi is None or self._openapi[0] != loaded:
+            models = {e.name: e.runner().model if e.runners else None for e in self.endpoints.values()}
+            self._openapi = (loaded, http.json_bytes(openapi_document(self.spec, models)))
+        await http.send(send, 200, self._openapi[1])
+        return 200
+
+    async def docs(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        await http.send(send, 200, DOCS_HTML, content_type=b"text/html; charset=utf-8")
+        return 200
+
     # -- shared steps --------------------------------------------------------------------------------------
-    def _endpoint(self, name: str) -> Endpoint:
+    def endpoint_named(self, name: str) -> Endpoint:
         endpoint = self.endpoints.get(name)
         if endpoint is None:
             raise NotFoundError(f"no model named {name!r} is served here")
@@ -318,7 +374,7 @@ class ShipmlApp:
 
     async def _admit(self, scope: dict[str, Any], receive: Any, state: dict[str, Any], name: str,
                      version: str | None) -> tuple[ModelRunner, Any]:
-        runner = self._endpoint(name).runner(version)
+        runner = self.endpoint_named(name).runner(version)
         state["model"], state["version"] = runner.model.name, runner.model.version
         http.check_json_content_type(scope)
         body = await http.read_body(scope, receive, self.max_body)
@@ -330,7 +386,7 @@ class ShipmlApp:
             raise BadRequest("body must be a JSON object")
         return runner, payload
 
-    async def _infer(self, runner: ModelRunner, data: Any, *, want_proba: bool, state: dict[str, Any]) -> Outcome:
+    async def infer(self, runner: ModelRunner, data: Any, *, want_proba: bool, state: dict[str, Any]) -> Outcome:
         deadline = time.monotonic() + self.timeout_s
         try:
             outcome = await asyncio.wait_for(runner.infer(data, want_proba=want_proba, deadline=deadline),

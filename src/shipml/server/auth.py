@@ -364,6 +364,7 @@ _PREDICT_GET = [re.compile(p) for p in (
     rf"/v2/models/(?P<name>{_SEG})/ready",
     rf"/v2/models/(?P<name>{_SEG})/versions/{_SEG}",
     rf"/v2/models/(?P<name>{_SEG})/versions/{_SEG}/ready",
+    rf"/models/(?P<name>{_SEG})",
 )]
 _SERVER_WIDE_GET = frozenset({"/v2", "/models"})
 
@@ -393,6 +394,8 @@ def required_access(method: str, path: str) -> Access:
     elif method == "POST":
         if path == "/predict":
             return Access(Level.PREDICT, default_model=True)
+        if path == "/v2/repository/index":
+            return Access(Level.PREDICT)
         for pattern in _PREDICT_POST:
             if m := pattern.fullmatch(path):
                 return Access(Level.PREDICT, model=_model_name(m["name"]))

@@ -1,6 +1,14 @@
-"""Prometheus metrics of one server process, in their own registry (several apps may share a process)."""
+"""Prometheus metrics of one server process, in their own registry (several apps may share a process).
+
+With ``--workers N`` each worker is its own process, and a scrape reaches one of them at random. The runner then
+sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start: every worker writes its values to files there, and
+whichever worker answers a scrape renders the sum over all of them (prometheus_client's multiprocess mode).
+Gauges say how they combine: queue depth is summed over live workers, readiness is the minimum.
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -16,6 +24,7 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         r = self.registry
         self.requests = Counter("shipml_requests", "HTTP requests by route, model, version and status code",
                                 ["route", "model", "version", "code"], registry=r)
@@ -26,17 +35,29 @@ class ServerMetrics:
         self.batch_size = Histogram("shipml_batch_size_rows", "Rows per predict call", ["model", "version"],
                                     buckets=BATCH_BUCKETS, registry=r)
         self.rows = Counter("shipml_rows_predicted", "Rows predicted", ["model", "version"], registry=r)
-        self.dropped = Counter("shipml_requests_expired", "Requests dropped past their deadline before inference",
+        self.dropped = Counter("shipml_requests_expired",
+                               "Requests dropped before inference: deadline passed or caller gone",
                                ["model", "version"], registry=r)
         self.queue_depth = Gauge("shipml_queue_depth", "Requests waiting for a batch", ["model", "version"],
-                                 registry=r)
-        self.ready = Gauge("shipml_ready", "1 when every model is loaded and verified", registry=r)
+                                 registry=r, multiprocess_mode="livesum")
+        self.ready = Gauge("shipml_ready", "1 when every model is loaded and verified", registry=r,
+                           multiprocess_mode="livemin")
 
     def batch_observer(self, model: str, version: str) -> BatchObserver:
         return BatchObserver(self, model, version)
 
+    @property
+    def multiprocess(self) -> bool:
+        return self.multiprocess_dir is not None
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
 
 
 class BatchObserver:

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from types import FrameType
 from typing import Any
@@ -67,7 +68,7 @@ def configure_logging(level: str = "INFO") -> None:
 
 def build_app(spec: DeploymentSpec, registry: Registry | None = None) -> tuple[ShipmlApp, Any]:
     """The app, and the ASGI callable to serve: the app wrapped in its middleware."""
-    app = ShipmlApp(spec, registry)
+    app = ShipmlApp(spec, registry, load_before_serving=spec.server.workers > 1)
     if spec.auth.enabled:
         from shipml.server.auth import AuthMiddleware, TokenStore, default_token_path
 
@@ -100,6 +101,7 @@ def serve(spec: DeploymentSpec) -> None:
         _run_worker(spec, None)
         return
     sock = _config(None, spec).bind_socket()
+    metrics_dir = _multiprocess_metrics_dir()
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_run_worker, args=(spec, sock), name=f"shipml-worker-{i}")
                for i in range(spec.server.workers)]
@@ -116,6 +118,20 @@ def serve(spec: DeploymentSpec) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for w in workers:
-        w.join()
-    sock.close()
+    try:
+        for w in workers:
+            w.join()
+    finally:
+        sock.close()
+        if metrics_dir is not None:
+            metrics_dir.cleanup()
+
+
+def _multiprocess_metrics_dir() -> tempfile.TemporaryDirectory[str] | None:
+    """A fresh directory for the workers' metric files (inherited through the environment by spawned workers),
+    unless the operator set PROMETHEUS_MULTIPROC_DIR already - then it is theirs to manage."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    directory = tempfile.TemporaryDirectory(prefix="shipml-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory.name
+    return directory

@@ -1,0 +1,133 @@
+"""Open Inference Protocol v2 (REST) routes: parse and serialise around the codec (protocol/v2.py) and the dataplane.
+
+Health answers follow the protocol: 200 means true, a 4xx (400) means false, with ``{"live"|"ready": bool}``.
+An inference request may be plain JSON or JSON followed by binary tensor data (the binary tensor data extension,
+``Inference-Header-Content-Length``); the response carries binary outputs the same way when asked to.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import shipml
+from shipml.errors import BadRequest
+from shipml.protocol import v2
+from shipml.server import http
+
+if TYPE_CHECKING:
+    from shipml.server.app import Endpoint, Handler, ShipmlApp
+
+_HEADER_LENGTH = b"inference-header-content-length"
+_NOT_READY = 400  # the protocol: "a 4xx status code indicates false"
+
+
+class V2Routes:
+    """The v2 handlers of one app; ``fixed`` and ``patterns`` are merged into the app's routing tables."""
+
+    def __init__(self, app: ShipmlApp) -> None:
+        self.app = app
+        self.fixed: dict[tuple[str, str], Handler] = {
+            ("GET", "/v2"): self.server_metadata,
+            ("GET", "/v2/health/live"): self.live,
+            ("GET", "/v2/health/ready"): self.ready,
+            ("POST", "/v2/repository/index"): self.repository_index,
+        }
+        model = r"/v2/models/([^/]+)(?:/versions/([^/]*))?"
+        self.patterns: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("GET", re.compile(model), self.model_metadata),
+            ("GET", re.compile(model + "/ready"), self.model_ready),
+            ("POST", re.compile(model + "/infer"), self.infer),
+        ]
+
+    async def server_metadata(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        body = v2.server_metadata(shipml.__version__, ["model_repository"])
+        await http.send(send, 200, http.json_bytes(body))
+        return 200
+
+    async def live(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        await http.send(send, 200, b'{"live":true}')
+        return 200
+
+    async def ready(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        ready = self.app.is_ready
+        status = 200 if ready else _NOT_READY
+        await http.send(send, status, http.json_bytes({"ready": ready}))
+        return status
+
+    async def repository_index(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+        await http.read_body(scope, receive, self.app.max_body)  # optional {"ready": bool} filter, ignored
+        index: list[dict[str, Any]] = []
+        for endpoint in self.app.endpoints.values():
+            for version in endpoint.runners:
+                index.append({"name": endpoint.name, "version": version, "state": "READY"})
+            for reason in endpoint.errors.values():
+                index.append({"name": endpoint.name, "version": "", "state": "UNAVAILABLE", "reason": reason})
+            if not endpoint.runners and not endpoint.errors:
+                index.append({"name": endpoint.name, "version": "", "state": "LOADING"})
+        await http.send(send, 200, http.json_bytes(index))
+        return 200
+
+    async def model_metadata(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
+                             name: str, version: str | None = None) -> int:
+        endpoint, runner = self._resolve(name, version)
+        model = runner.model
+        versions = [version] if version else list(endpoint.runners)
+        body = v2.model_metadata(endpoint.name, versions, model.manifest.runtime.name, model.signature)
+        await http.send(send, 200, http.json_bytes(body))
+        return 200
+
+    async def model_ready(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
+                          name: str, version: str | None = None) -> int:
+        endpoint = self.app.endpoint_named(name)
+        ready = not endpoint.errors and (version in endpoint.runners if version else bool(endpoint.runners))
+        status = 200 if ready else _NOT_READY
+        await http.send(send, status, http.json_bytes({"name": name, "ready": ready}))
+        return status
+
+    async def infer(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
+                    name: str, version: str | None = None) -> int:
+        state["route"] = "v2_infer"
+        endpoint, runner = self._resolve(name, version)
+        state["model"], state["version"] = runner.model.name, runner.model.version
+        header_length = _header_length(scope)
+        http.check_json_content_type(scope, allow_binary=True)
+        body = await http.read_body(scope, receive, self.app.max_body)
+        request = v2.decode_infer_request(body, header_length, runner.model.signature)
+        wanted = request.output_names
+        want_proba = v2.PREDICT_PROBA in wanted
+        outcome = await self.app.infer(runner, request.columns, want_proba=want_proba, state=state)
+        produced: dict[str, np.ndarray] = {}
+        for out in wanted:
+            if out == v2.PREDICT:
+                produced[out] = outcome.predictions
+            elif outcome.probabilities is not None:
+                produced[out] = outcome.probabilities
+        response, json_length = v2.encode_infer_response(
+            endpoint.name, runner.model.version, request.id, produced, request.binary_outputs)
+        headers: http.Headers = [(b"x-request-id", state["id"].encode())]
+        content_type = http.JSON
+        if json_length is not None:
+            headers.append((_HEADER_LENGTH, str(json_length).encode()))
+            content_type = b"application/octet-stream"
+        await http.send(send, 200, response, headers, content_type=content_type)
+        return 200
+
+    def _resolve(self, name: str, version: str | None) -> tuple[Endpoint, Any]:
+        endpoint = self.app.endpoint_named(name)
+        return endpoint, endpoint.runner(version or None)
+
+
+def _header_length(scope: dict[str, Any]) -> int | None:
+    raw = http.header(scope, _HEADER_LENGTH)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise BadRequest(f"Inference-Header-Content-Length must be a whole number, got {raw[:40]!r}") from exc
+    if value < 0:
+        raise BadRequest("Inference-Header-Content-Length must not be negative")
+    return value
