@@ -20,14 +20,15 @@ from shipml.batching.merge import merge_columns, offsets
 from shipml.errors import InferenceError, SchemaError, ShipmlError, TooManyRows
 from shipml.package.loaded import LoadedModel
 from shipml.package.signature import Problem
-from shipml.package.validation import InputPolicy, check, raw_columns
+from shipml.package.validation import InputPolicy, check, dense_signature, raw_columns, records_matrix
 
 
 @dataclass(frozen=True)
 class Request:
-    """One request's input, structurally checked: one raw array per signature column."""
+    """One request's input, structurally checked: one raw array per signature column, or (numeric models) one
+    float matrix with the columns in signature order."""
 
-    columns: dict[str, Any]
+    columns: dict[str, Any] | np.ndarray
     rows: int
     want_proba: bool = True
 
@@ -48,6 +49,7 @@ class ModelRunner:
         self.policy = replace(policy, max_problems=1000)
         self.max_rows = max_rows
         self.names = model.signature.names
+        self.dense = dense_signature(model.signature)
         self.batcher: AdaptiveBatcher[Request, Outcome] = AdaptiveBatcher(
             self._process, name=model.ref, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms,
             max_queue=max_queue, on_batch=on_batch)
@@ -55,6 +57,12 @@ class ModelRunner:
     # -- per request, on the event loop --------------------------------------------------------------------
     def prepare(self, data: Any, *, want_proba: bool = True) -> Request:
         """Structural checks of one request's input (missing/unknown columns, row limit)."""
+        if self.dense:
+            matrix = self._dense(data)
+            if matrix is not None:
+                if matrix.shape[0] > self.max_rows:
+                    raise TooManyRows(f"{matrix.shape[0]} rows in one request; the limit is {self.max_rows}")
+                return Request(matrix, matrix.shape[0], want_proba)
         raw, rows, extra = raw_columns(data, self.model.signature)
         if rows > self.max_rows:
             raise TooManyRows(f"{rows} rows in one request; the limit is {self.max_rows}")
@@ -68,6 +76,15 @@ class ModelRunner:
                               problems)
         return Request({name: raw[name] for name in self.names}, rows, want_proba)
 
+    def _dense(self, data: Any) -> np.ndarray | None:
+        """The request as a float matrix when it plainly is one (records of numbers, a float matrix)."""
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            return records_matrix(data, self.names)
+        if isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == len(self.names) \
+                and data.dtype.kind in "fiu":
+            return data.astype(np.float64, copy=False)
+        return None
+
     async def infer(self, data: Any, *, want_proba: bool = True, deadline: float | None = None) -> Outcome:
         request = self.prepare(data, want_proba=want_proba)
         if request.rows == 0:
@@ -77,14 +94,14 @@ class ModelRunner:
 
     # -- per batch, in the worker thread -------------------------------------------------------------------
     def _process(self, requests: Sequence[Request]) -> list[Outcome | Exception]:
-        merged = merge_columns([r.columns for r in requests], self.names)
-        checked = check(merged, self.model.signature, self.policy)
+        checked = check(self._merge(requests), self.model.signature, self.policy)
         bounds = offsets([r.rows for r in requests])
+        problems = _by_request(checked.problems, bounds)
         outcomes: list[Outcome | Exception | None] = [None] * len(requests)
         good: list[int] = []
         for i, (start, stop) in enumerate(bounds):
             if checked.bad_rows[start:stop].any():
-                outcomes[i] = _schema_error(checked.problems, start, stop, int(checked.bad_rows[start:stop].sum()))
+                outcomes[i] = _schema_error(problems[i], int(checked.bad_rows[start:stop].sum()))
             else:
                 good.append(i)
         if good:
@@ -106,9 +123,7 @@ class ModelRunner:
                 n = requests[i].rows
                 proba = result.probabilities[position:position + n] \
                     if result.probabilities is not None and requests[i].want_proba else None
-                start, stop = bounds[i]
-                warnings = [_rebase(p, start) for p in checked.problems if p.severity == "warning"
-                            and p.row is not None and start <= p.row < stop]
+                warnings = [p for p in problems[i] if p.severity == "warning"]
                 outcomes[i] = Outcome(result.predictions[position:position + n], proba, warnings)
                 position += n
         return [o if o is not None else InferenceError("no outcome") for o in outcomes]
@@ -116,13 +131,29 @@ class ModelRunner:
 
 
 
-def _rebase(p: Problem, start: int) -> Problem:
-    return replace(p, row=p.row - start) if p.row is not None else p
+    def _merge(self, requests: Sequence[Request]) -> Any:
+        parts = [r.columns for r in requests]
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)  # type: ignore[arg-type]
+        columns = [p if isinstance(p, dict) else {n: p[:, j] for j, n in enumerate(self.names)} for p in parts]
+        return merge_columns(columns, self.names)
 
 
-def _schema_error(problems: list[Problem], start: int, stop: int, bad_rows: int) -> SchemaError:
-    own = [_rebase(p, start) for p in problems
-           if p.severity == "error" and p.row is not None and start <= p.row < stop]
+def _by_request(problems: list[Problem], bounds: list[tuple[int, int]]) -> list[list[Problem]]:
+    """Each request's own row problems, rows numbered within the request."""
+    mine: list[list[Problem]] = [[] for _ in bounds]
+    if not problems:
+        return mine
+    starts = np.array([start for start, _ in bounds])
+    for p in problems:
+        if p.row is not None:
+            i = int(np.searchsorted(starts, p.row, side="right")) - 1
+            mine[i].append(replace(p, row=p.row - bounds[i][0]))
+    return mine
+
+
+def _schema_error(problems: list[Problem], bad_rows: int) -> SchemaError:
+    own = [p for p in problems if p.severity == "error"]
     shown = "; ".join(str(p) for p in own[:5])
     more = f" (and {len(own) - 5} more)" if len(own) > 5 else ""
     return SchemaError(f"input does not match the model's signature: {shown}{more}", own,

@@ -31,6 +31,7 @@ from shipml.errors import (
     ShipmlError,
 )
 from shipml.package.loaded import LoadedModel
+from shipml.package.manifest import read_manifest
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
 from shipml.server import http
@@ -71,6 +72,7 @@ class Endpoint:
         return runner
 
 
+_NO_SKLEARN_RUNTIMES = frozenset({"lightgbm", "xgboost", "onnx"})
 _ids = itertools.count(1)
 _PREFIX = f"{os.getpid():x}-{int(time.time()):x}"
 
@@ -145,6 +147,7 @@ class ShipmlApp:
             self._load_task = asyncio.get_running_loop().create_task(self.load_models())
 
     async def load_models(self) -> None:
+        await asyncio.to_thread(self._prepare_runtimes)
         for endpoint in self.endpoints.values():
             for ref in endpoint.spec.models:
                 try:
@@ -181,6 +184,22 @@ class ShipmlApp:
             for gauge, runner in gauges:
                 gauge.set(runner.batcher.depth)
             await asyncio.sleep(every_s)
+
+    def _prepare_runtimes(self) -> None:
+        """Serving only models that need no scikit-learn: import LightGBM without it (faster start, less memory)."""
+        runtimes = set()
+        for endpoint in self.endpoints.values():
+            for ref in endpoint.spec.models:
+                if ref in self.preloaded:
+                    continue
+                try:
+                    runtimes.add(read_manifest(self.registry.get(ref).path).runtime.name)
+                except (ShipmlError, OSError):
+                    return  # loading will say what is wrong with it
+        if "lightgbm" in runtimes and runtimes <= _NO_SKLEARN_RUNTIMES:
+            from shipml.runtimes.lightgbm import import_without_sklearn
+
+            import_without_sklearn()
 
     def registry_load(self, ref: str) -> LoadedModel:
         from shipml.api import load_model
