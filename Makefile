@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 DEMO_HOME := $(CURDIR)/.demo/registry
+PORT ?= 8000
 
 .PHONY: venv test lint typecheck unit demo clean
 
@@ -30,6 +31,7 @@ demo: venv
 	@rm -rf .demo && mkdir -p .demo
 	SHIPML_HOME=$(DEMO_HOME) $(BIN)/python examples/demo.py .demo
 	SHIPML_HOME=$(DEMO_HOME) bash examples/demo.sh .demo
+	SHIPML_HOME=$(DEMO_HOME) PORT=$(PORT) bash examples/serve_demo.sh .demo
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

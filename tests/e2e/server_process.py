@@ -45,9 +45,9 @@ class Server:
 
 
 def start(registry: Path, tmp_path: Path, endpoints: list[dict[str, Any]] | None = None,
-          **overrides: Any) -> Server:
+          stdout: Path | None = None, **overrides: Any) -> Server:
     """A server for ``endpoints`` (default: one endpoint ``clf`` serving model ``clf``); each keyword overrides
-    a section of the spec (dicts are merged into the section)."""
+    a section of the spec (dicts are merged into the section). ``stdout``: a file for the access log."""
     port = free_port()
     spec: dict[str, Any] = {
         "registry": str(registry), "endpoints": endpoints or [{"name": "clf", "models": ["clf"]}],
@@ -56,8 +56,11 @@ def start(registry: Path, tmp_path: Path, endpoints: list[dict[str, Any]] | None
         spec[key] = value if not isinstance(value, dict) else {**spec.get(key, {}), **value}
     path = tmp_path / f"spec-{port}.yaml"
     path.write_text(yaml.safe_dump(spec))
+    out = stdout.open("wb") if stdout is not None else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "shipml.cli", "serve", "--spec", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=out, stderr=subprocess.PIPE)
+    if stdout is not None:
+        out.close()  # type: ignore[union-attr]
     server = Server(proc, port)
     try:
         server.wait_ready()

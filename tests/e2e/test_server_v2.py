@@ -3,6 +3,7 @@ description (/openapi.json, /docs, /models/{name})."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import jsonschema
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 import tritonclient.http as triton
@@ -24,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(served_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = start(served_registry, tmp_path_factory.mktemp("v2"), limits={"max_rows": 50},
+    directory = tmp_path_factory.mktemp("v2")
+    s = start(served_registry, directory, limits={"max_rows": 50}, stdout=directory / "access.log",
               endpoints=[{"name": "clf", "models": ["clf:1.1.0", "clf:1.0.0"]},
                          {"name": "churn", "models": ["churn"]}])
     yield s
@@ -175,3 +178,21 @@ def test_model_description_gives_a_valid_example(server: Server) -> None:
     answer = httpx.post(server.url + "/models/churn/predict", json=info["example"])
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 5
     assert httpx.get(server.url + "/models/nope").status_code == 404
+
+
+def test_access_log_has_one_json_line_per_request_and_skips_probes(server: Server) -> None:
+    body = {"instances": numeric_data().head(3).to_dict("records")}
+    answer = httpx.post(server.url + "/models/clf/predict", json=body, headers={"x-request-id": "trace-42"})
+    assert answer.headers["x-request-id"] == "trace-42" and answer.json()["request_id"] == "trace-42"
+    httpx.get(server.url + "/healthz")
+    log_file = Path(server.proc.args[-1]).parent / "access.log"  # type: ignore[index]
+    lines = []
+    for _ in range(50):  # the log line is written after the response
+        lines = [orjson.loads(line) for line in log_file.read_bytes().splitlines()]
+        if any(entry["request_id"] == "trace-42" for entry in lines):
+            break
+        time.sleep(0.05)
+    entry = next(e for e in lines if e["request_id"] == "trace-42")
+    assert entry["method"] == "POST" and entry["path"] == "/models/clf/predict" and entry["status"] == 200
+    assert entry["model"] == "clf" and entry["version"] == "1.1.0" and entry["rows"] == 3 and entry["ms"] > 0
+    assert not any(e["path"] in ("/healthz", "/readyz") for e in lines)

@@ -72,6 +72,8 @@ class Endpoint:
         return runner
 
 
+#: Health probes (every few seconds from each load balancer and kubelet) are counted in metrics, not logged.
+_PROBES = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 _NO_SKLEARN_RUNTIMES = frozenset({"lightgbm", "xgboost", "onnx"})
 _ids = itertools.count(1)
 _PREFIX = f"{os.getpid():x}-{int(time.time()):x}"
@@ -131,7 +133,11 @@ class ShipmlApp:
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:
-            message = await receive()
+            try:
+                message = await receive()
+            except asyncio.CancelledError:  # a second signal: uvicorn exits at once, without a shutdown event
+                self.draining = True
+                return
             if message["type"] == "lifespan.startup":
                 self.start_loading()
                 if self.load_before_serving and self._load_task is not None:
@@ -244,7 +250,7 @@ class ShipmlApp:
             self.metrics.requests.labels(state["route"], state["model"], state["version"], str(status)).inc()
             if state["model"]:
                 self.metrics.latency.labels(state["route"], state["model"], state["version"]).observe(elapsed)
-        if self.spec.server.access_log and access_log.isEnabledFor(logging.INFO):
+        if self.spec.server.access_log and path not in _PROBES and access_log.isEnabledFor(logging.INFO):
             access_log.info(orjson.dumps({
                 "request_id": request_id, "method": method, "path": path, "status": status,
                 "ms": round(elapsed * 1000, 3), "model": state["model"] or None,
