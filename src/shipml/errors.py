@@ -27,6 +27,7 @@
     ├── ServiceUnavailable           (503) a model not loaded (yet), or failed its golden check
     │   └── Overloaded               (503) a full queue; says when to retry
     ├── DeadlineExceeded             (504) a request past its deadline
+    ├── BuildFailed                  (500) (deploy/engine.py) the container engine failed: exit code, last lines
     └── DependencyError              (500) an optional package needed for this is not installed
 
 Errors carry a ``status`` (an HTTP-like status code, so the server maps them without knowing each class).
