@@ -101,7 +101,8 @@ class ImageSpec(_Strict):
 
     name: str | None = Field(None, description="image name; default shipml-<first endpoint>")
     tag: str = "latest"
-    base: str = Field("python:3.11-slim", description="base image (a registry mirror's copy, if need be)")
+    base: str = Field("docker.io/library/python:3.11-slim",
+                      description="base image (a registry mirror's copy, if need be); default: the models' Python")
     extras: list[str] = Field(default_factory=list, description="extra pip requirements baked into the image")
 
 

@@ -243,7 +243,8 @@ def test_dockerfile_policy(registry_dir: Path, tmp_path: Path) -> None:
     ctx = context_for(["clf@production", "lin"], registry_dir, tmp_path, server={"port": 8123})
     text = ctx.dockerfile.read_text()
     builder, final = stages(text)
-    assert builder[0] == ("FROM", "python:3.11-slim AS builder") and final[0] == ("FROM", "python:3.11-slim")
+    base = "docker.io/library/python:3.11-slim"
+    assert builder[0] == ("FROM", f"{base} AS builder") and final[0] == ("FROM", base)
     run = " ".join(rest for kw, rest in builder if kw == "RUN")
     assert "python3 -m venv /opt/venv" in run and "--no-cache-dir --requirement /build/requirements.txt" in run
     assert "pip uninstall --yes pip" in run
@@ -338,7 +339,7 @@ def test_image_name_tag_and_base(registry_dir: Path, tmp_path: Path) -> None:
 def test_default_base_follows_the_models_python(registry_dir: Path, tmp_path: Path) -> None:
     ctx = context_for(["clf"], registry_dir, tmp_path)
     saved = read_manifest(registry_dir / "models/clf/versions/1.1.0").environment.python
-    assert ctx.base == "python:{}.{}-slim".format(*saved.split(".")[:2])
+    assert ctx.base == "docker.io/library/python:{}.{}-slim".format(*saved.split(".")[:2])
 
 
 # -- the engine -------------------------------------------------------------------------------------------------

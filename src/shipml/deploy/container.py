@@ -229,7 +229,7 @@ def default_base(spec: DeploymentSpec, models: Sequence[PackagedModel]) -> str:
     if "base" in spec.image.model_fields_set:
         return spec.image.base
     pythons = {".".join(m.manifest.environment.python.split(".")[:2]) for m in models}
-    return f"python:{pythons.pop()}-slim" if len(pythons) == 1 else spec.image.base
+    return f"docker.io/library/python:{pythons.pop()}-slim" if len(pythons) == 1 else spec.image.base
 
 
 def image_ref(spec: DeploymentSpec, options: ImageOptions) -> str:

@@ -1,0 +1,288 @@
+"""`shipml ray` on a real two-node Ray cluster on loopback: deploy, predict through Serve's HTTP proxy under a
+route prefix, scale to two replicas (one on each node) with Ray's own `serve run` on the generated config, see a
+model that cannot load refused, shut down and leave no Ray process behind."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+import shipml
+
+pytestmark = pytest.mark.slow
+
+HEAD_IP, NODE_IP = "127.0.0.32", "127.0.0.33"
+START_TIMEOUT = 90.0
+PREFIX = "/ml"
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5"}
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _ports(host: str) -> list[str]:
+    """Every port a node listens on, chosen free on its own address (other Ray clusters may run here too)."""
+    names = ["node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"]
+    return [f"--{name}={free_port(host)}" for name in names]
+
+
+def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``ray start --block`` in its own process group, once the node runs. Stopped by ``_stop_node``, never by
+    `ray stop`, which would stop every Ray node on the machine, other tests' included."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(BIN / "ray"), "start", "--block", *args], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if "Ray runtime started" in log.read_text(errors="replace"):
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.25)
+    _stop_node(proc)
+    raise RuntimeError(f"ray did not start: {log.read_text(errors='replace')[-3000:]}")
+
+
+def _stop_node(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to `ray start` alone: it drains the node and stops its own processes (signalling the whole group
+    at once would stop the GCS under a draining node, which then waits out its drain timeout). Whatever is
+    left of the group after that is killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of the live processes that mention ``text`` (this test's temp dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if text in cmdline:
+                found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+
+def _wait_gone(text: str, timeout: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    left = _processes_mentioning(text)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = _processes_mentioning(text)
+    return left
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A head on 127.0.0.32 and a second node on 127.0.0.33, one CPU each; afterwards, no process of theirs."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed")
+    temp = Path(tempfile.mkdtemp(prefix="shipml-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
+    port = free_port(HEAD_IP)
+    common = ["--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp}", "--min-worker-port=0",
+              "--max-worker-port=0"]
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        started.append(_start_node(["--head", f"--node-ip-address={HEAD_IP}", f"--port={port}",
+                                    "--include-dashboard=false", f"--dashboard-host={HEAD_IP}",
+                                    f"--ray-client-server-port={free_port(HEAD_IP)}", *common, *_ports(HEAD_IP)],
+                                   temp / "head.log"))
+        started.append(_start_node([f"--address={HEAD_IP}:{port}", f"--node-ip-address={NODE_IP}", *common,
+                                    *_ports(NODE_IP)], temp / "node.log"))
+        yield f"{HEAD_IP}:{port}"
+    finally:
+        for proc in reversed(started):
+            _stop_node(proc)
+        left = _wait_gone(str(temp))
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not left, f"Ray processes left behind: {left}"
+
+
+def churn_frame(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "tenure": rng.integers(0, 72, rows),
+        "charges": rng.normal(70, 20, rows).round(2),
+        "plan": rng.choice(["basic", "plus", "pro"], rows),
+        "paperless": rng.random(rows) > 0.5,
+    })
+
+
+@pytest.fixture(scope="module")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``churn``: an sklearn pipeline over an integer, a float, a category and a bool; string classes."""
+    root = tmp_path_factory.mktemp("ray-registry")
+    frame = churn_frame(300, seed=0)
+    labels = np.where((frame["tenure"] < 20) & (frame["plan"] == "basic"), "leaves", "stays")
+    pipeline = make_pipeline(
+        ColumnTransformer([("num", StandardScaler(), ["tenure", "charges"]),
+                           ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan", "paperless"])]),
+        LogisticRegression(max_iter=500))
+    shipml.save_model(pipeline.fit(frame, labels), "churn", sample=frame, registry=root)
+    return root
+
+
+def write_spec(path: Path, registry: Path, port: int, replicas: int, model: str = "churn") -> Path:
+    spec = {"registry": str(registry), "endpoints": [{"name": "churn", "models": [model]}],
+            "server": {"host": HEAD_IP, "port": port, "graceful_timeout_s": 5},
+            "ray": {"num_replicas": replicas, "num_cpus": 1}}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=ENV, check=False)
+    assert result.returncode == 0, f"{' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def driver(address: str, body: str, timeout: float = 120) -> Any:
+    """Run ``body`` in a Ray driver process connected to the cluster; what it prints (JSON) is the answer."""
+    code = "import json, time\nimport ray\nfrom ray import serve\n" \
+           f"ray.init(address={address!r}, log_to_driver=False, logging_level='ERROR')\n" + textwrap.dedent(body)
+    result = run([sys.executable, "-c", code], timeout=timeout)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+REPLICAS = """
+    from ray.serve._private.api import _get_global_client  # node of each replica: not in serve.status()
+    deadline = time.monotonic() + 90
+    while True:
+        app = serve.status().applications.get("churn-app")
+        states = dict(app.deployments["shipml"].replica_states) if app else {}
+        if (app and app.status == "RUNNING" and states.get("RUNNING") == 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    details = _get_global_client().get_serve_details()
+    replicas = details["applications"]["churn-app"]["deployments"]["shipml"]["replicas"]
+    print(json.dumps({"status": str(app.status.value) if app else None,
+                      "states": {str(getattr(k, "value", k)): v for k, v in states.items()},
+                      "nodes": sorted(r["node_ip"] for r in replicas if r["state"] == "RUNNING")}))
+"""
+
+DELETE_BAD = """
+    serve.delete("bad")
+    print(json.dumps({"applications": sorted(serve.status().applications)}))
+"""
+
+SHUTDOWN = """
+    serve.shutdown()
+    print(json.dumps({"applications": len(serve.status().applications)}))
+"""
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url + "/readyz", timeout=2)
+            if r.status_code == 200:
+                return
+            last = f"{r.status_code} {r.text[:200]}"
+        except httpx.TransportError as exc:
+            last = repr(exc)
+        time.sleep(0.25)
+    raise AssertionError(f"{url}/readyz never answered 200: {last}")
+
+
+def check_predictions(url: str, registry: Path) -> None:
+    model = shipml.load_model("churn", registry=registry)
+    rows = churn_frame(25, seed=7)
+    expected = model.predict(rows).tolist()
+    r = httpx.post(url + "/predict", json={"instances": rows.to_dict("records")}, headers={"x-request-id": "r-1"},
+                   timeout=10)
+    assert r.headers.get_list("x-request-id") == ["r-1"]  # the proxy's copy only
+    body = r.json()
+    assert body["request_id"] == "r-1" and body["predictions"] == expected
+    assert (body["model"], body["version"]) == ("churn", "1.0.0")
+    np.testing.assert_allclose(body["probabilities"], model.predict_proba(rows), rtol=1e-9)
+    columnar = httpx.post(url + "/models/churn/predict", json={"inputs": rows.to_dict("list")}, timeout=10)
+    assert columnar.status_code == 200 and columnar.json()["predictions"] == expected
+    v1 = httpx.post(url + "/v1/models/churn:predict", json={"instances": rows.to_dict("records")}, timeout=10)
+    assert v1.json() == {"predictions": expected}
+    bad = httpx.post(url + "/predict", json={"instances": [{**rows.iloc[0].to_dict(), "plan": 3}]}, timeout=10)
+    assert bad.status_code == 422 and "plan" in bad.text
+
+
+def test_deploy_predict_scale_and_shut_down(ray_cluster: str, registry_dir: Path, tmp_path: Path) -> None:
+    http_port = free_port(HEAD_IP)
+    url = f"http://{HEAD_IP}:{http_port}{PREFIX}"
+    common = ["--route-prefix", PREFIX, "--name", "churn-app", "--proxy-location", "HeadOnly"]
+    shipml_cli = [sys.executable, "-m", "shipml.cli", "ray"]
+    try:
+        one = write_spec(tmp_path / "one.yaml", registry_dir, http_port, replicas=1)
+        run([*shipml_cli, str(one), "-o", str(tmp_path / "one"), *common, "--deploy", "--address", ray_cluster,
+             "--timeout", "120"])
+        wait_ready(url)
+        assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+        assert httpx.get(url + "/models").json()["models"][0]["versions"] == ["1.0.0"]
+        check_predictions(url, registry_dir)
+        metrics = httpx.get(url + "/metrics").text
+        assert 'model="churn",route="predict",version="1.0.0"' in metrics
+        assert httpx.get(f"http://{HEAD_IP}:{http_port}/predict").status_code == 404  # only under the prefix
+
+        # A model that cannot load: its replica never starts and --deploy says why (--no-check: only the replicas
+        # find out). The replica takes the CPU left free; the failed application is deleted to free it again.
+        bad = write_spec(tmp_path / "bad.yaml", registry_dir, http_port, replicas=1, model="churn@production")
+        failed = subprocess.run([*shipml_cli, str(bad), "-o", str(tmp_path / "bad"), "--no-check", "--name", "bad",
+                                 "--route-prefix", "/bad", "--proxy-location", "HeadOnly", "--deploy", "--address",
+                                 ray_cluster, "--timeout", "120"], capture_output=True, text=True, timeout=180,
+                                env=ENV, check=False)
+        assert failed.returncode == 1, failed.stderr[-3000:]
+        assert "error: Ray Serve application bad failed to deploy" in failed.stderr
+        assert "models failed to load: churn@production" in failed.stderr and "alias 'production'" in failed.stderr
+        assert httpx.get(url + "/readyz").status_code == 200  # the running application is untouched
+        assert driver(ray_cluster, DELETE_BAD) == {"applications": ["churn-app"]}
+
+        # Scale with Ray's own tooling on the generated config: two replicas, one CPU each, one CPU per node.
+        two = write_spec(tmp_path / "two.yaml", registry_dir, http_port, replicas=2)
+        run([*shipml_cli, str(two), "-o", str(tmp_path / "two"), *common])
+        run([str(BIN / "serve"), "run", str(tmp_path / "two" / "serve.yaml"), "--non-blocking",
+             "--address", ray_cluster])
+        status = driver(ray_cluster, REPLICAS)
+        assert status["status"] == "RUNNING" and status["states"] == {"RUNNING": 2}, status
+        assert status["nodes"] == [HEAD_IP, NODE_IP]
+        wait_ready(url)
+        for _ in range(6):  # requests spread over both replicas; every one answers the same
+            check_predictions(url, registry_dir)
+    finally:
+        assert driver(ray_cluster, SHUTDOWN) == {"applications": 0}
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/healthz", timeout=2)
