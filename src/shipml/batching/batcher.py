@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from shipml.errors import DeadlineExceeded, Overloaded
+from shipml.errors import DeadlineExceeded, InferenceError, Overloaded
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,6 +67,8 @@ class AdaptiveBatcher(Generic[T, R]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shipml-{name}")
         self._last_batch_requests = 0
         self.in_flight = 0
+        self._collecting = 0
+        self._stopping = False
 
     @property
     def depth(self) -> int:
@@ -80,7 +82,10 @@ class AdaptiveBatcher(Generic[T, R]):
     async def stop(self) -> None:
         """Finish what is queued, then stop the loop and the worker thread."""
         deadline = time.monotonic() + 60
-        while (self._queue or self.in_flight) and time.monotonic() < deadline:
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        while (self._queue or self.in_flight or self._collecting) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
@@ -119,6 +124,9 @@ class AdaptiveBatcher(Generic[T, R]):
                 outcomes = [exc] * len(batch)
             finally:
                 self.in_flight = 0
+            if len(outcomes) != len(batch):
+                outcomes = [InferenceError(f"model {self.name}: {len(outcomes)} outcomes for {len(batch)} requests")
+                            ] * len(batch)
             for pending, outcome in zip(batch, outcomes, strict=True):
                 if pending.future.done():  # the client gave up (timeout, disconnect)
                     continue
@@ -134,7 +142,7 @@ class AdaptiveBatcher(Generic[T, R]):
         rows = 0
         dropped = 0
         oldest = self._queue[0].enqueued
-        wait_until = oldest + self.max_latency_s if self._last_batch_requests > 1 else oldest
+        wait_until = oldest + self.max_latency_s if self._last_batch_requests > 1 and not self._stopping else oldest
         while True:
             while self._queue and (rows < self.max_batch_size or not batch):
                 pending = self._queue[0]
@@ -150,14 +158,16 @@ class AdaptiveBatcher(Generic[T, R]):
                     continue
                 batch.append(pending)
                 rows += pending.rows
+                self._collecting = len(batch)
             remaining = wait_until - time.monotonic()
-            if rows >= self.max_batch_size or remaining <= 0 or (self._queue and batch):
+            if rows >= self.max_batch_size or remaining <= 0 or (self._queue and batch) or self._stopping:
                 break
             assert self._wakeup is not None
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
         self._last_batch_requests = len(batch)
+        self._collecting = 0
         if dropped and self.on_batch is not None:
             self.on_batch(BatchStats(0, 0, dropped, 0.0))
         return batch

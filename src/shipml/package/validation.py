@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -161,18 +161,31 @@ def dense_signature(signature: Signature) -> bool:
     return bool(signature.inputs) and all(c.dtype in ("int", "float") for c in signature.inputs)
 
 
-def records_matrix(records: Sequence[Any], names: Sequence[str]) -> np.ndarray | None:
+def record_getter(names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function giving a record's values in ``names`` order, as a tuple."""
+    if len(names) == 1:
+        only = names[0]
+        return lambda r: (r[only],)
+    getter: Callable[[Any], tuple[Any, ...]] = operator.itemgetter(*names)
+    return getter
+
+
+def records_matrix(records: Sequence[Any], names: Sequence[str],
+                   getter: Callable[[Any], tuple[Any, ...]] | None = None) -> np.ndarray | None:
     """Records (one mapping per row) as a float matrix in ``names`` order, or None when they are not plainly
     that (a missing or extra key, a null, a value that is not a number): the general path then says what is
-    wrong. Values are read in C (itemgetter, fromiter): no Python loop per row."""
+    wrong. Values are read in C (itemgetter, fromiter): no Python loop per row. ``getter``: a
+    :func:`record_getter` for ``names``, made once by callers that convert many requests."""
     n, k = len(records), len(names)
-    getter = operator.itemgetter(*names) if k > 1 else (lambda r: (r[names[0]],))
+    getter = getter or record_getter(names)
     try:
         # every record holds every name (else KeyError) and n*k keys in all: so none has an extra key
         if sum(map(len, records)) != n * k:
             return None
-        values = np.fromiter(itertools.chain.from_iterable(map(getter, records)), dtype=np.float64, count=n * k)
-    except (KeyError, TypeError, ValueError):
+        # 0.0 + v: numbers and bools only (float() would also read strings such as '1_000' or 'nan', and None)
+        cells = map(operator.add, itertools.repeat(0.0), itertools.chain.from_iterable(map(getter, records)))
+        values = np.fromiter(cells, dtype=np.float64, count=n * k)
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
     return values.reshape(n, k)
 
@@ -216,6 +229,8 @@ def raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, l
             raise SchemaError(f"columns have different lengths: {lengths}")
         n = next(iter(lengths.values()), 0)
         return cols, n, [c for c in cols if c not in set(names)]
+    if isinstance(data, Sequence) and not isinstance(data, str | bytes) and len(data) == 0:
+        return {name: np.empty(0, dtype=object) for name in names}, 0, []
     if isinstance(data, Sequence) and not isinstance(data, str | bytes) and data and isinstance(data[0], Mapping):
         return _from_records(data, names)
     array = data if isinstance(data, np.ndarray) else np.asarray(data, dtype=object)
@@ -288,7 +303,11 @@ def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
         else:
             # Booleans and numbers are fine; strings only when they spell a number ("1.5", as in CSV).
             null = s.isna().to_numpy()
-            values = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            try:
+                values = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            except OverflowError:  # an int too large for a float: a wrong type, like any other non-number
+                values = pd.to_numeric(s.map(_float_or_marker), errors="coerce").to_numpy(
+                    dtype=np.float64, na_value=np.nan)
             bad = np.isnan(values) & ~null
         if spec.dtype == "int":
             with np.errstate(invalid="ignore"):
@@ -325,6 +344,15 @@ def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     values = stamps.to_numpy(dtype="datetime64[ns]")
     bad = np.isnat(values) & ~null
     return values, null, bad
+
+
+def _float_or_marker(v: Any) -> Any:
+    if isinstance(v, int):
+        try:
+            float(v)
+        except OverflowError:
+            return "too large"
+    return v
 
 
 def _restore(values: np.ndarray, spec: ColumnSpec) -> Any:

@@ -20,7 +20,14 @@ from shipml.batching.merge import merge_columns, offsets
 from shipml.errors import InferenceError, SchemaError, ShipmlError, TooManyRows
 from shipml.package.loaded import LoadedModel
 from shipml.package.signature import Problem
-from shipml.package.validation import InputPolicy, check, dense_signature, raw_columns, records_matrix
+from shipml.package.validation import (
+    InputPolicy,
+    check,
+    dense_signature,
+    raw_columns,
+    record_getter,
+    records_matrix,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class ModelRunner:
         self.max_rows = max_rows
         self.names = model.signature.names
         self.dense = dense_signature(model.signature)
+        self._getter = record_getter(self.names)
         self.batcher: AdaptiveBatcher[Request, Outcome] = AdaptiveBatcher(
             self._process, name=model.ref, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms,
             max_queue=max_queue, on_batch=on_batch)
@@ -79,7 +87,7 @@ class ModelRunner:
     def _dense(self, data: Any) -> np.ndarray | None:
         """The request as a float matrix when it plainly is one (records of numbers, a float matrix)."""
         if isinstance(data, list) and data and isinstance(data[0], dict):
-            return records_matrix(data, self.names)
+            return records_matrix(data, self.names, self._getter)
         if isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == len(self.names) \
                 and data.dtype.kind in "fiu":
             return data.astype(np.float64, copy=False)
@@ -89,7 +97,8 @@ class ModelRunner:
         request = self.prepare(data, want_proba=want_proba)
         if request.rows == 0:
             empty = np.empty(0)
-            return Outcome(empty, np.empty((0, len(self.model.classes or []))) if want_proba else None)
+            proba = np.empty((0, len(self.model.classes or []))) if want_proba and self.model.has_proba else None
+            return Outcome(empty, proba)
         return await self.batcher.submit(request, request.rows, deadline or time.monotonic() + 3600)
 
     # -- per batch, in the worker thread -------------------------------------------------------------------
@@ -97,6 +106,9 @@ class ModelRunner:
         checked = check(self._merge(requests), self.model.signature, self.policy)
         bounds = offsets([r.rows for r in requests])
         problems = _by_request(checked.problems, bounds)
+        if len(requests) > 1 and len(checked.problems) < checked.n_errors + checked.n_warnings:
+            # the batch had more problems than are spelled out: some request may have lost its own (rare path)
+            problems = [check(self._merge([r]), self.model.signature, self.policy).problems for r in requests]
         outcomes: list[Outcome | Exception | None] = [None] * len(requests)
         good: list[int] = []
         for i, (start, stop) in enumerate(bounds):

@@ -247,9 +247,7 @@ class ShipmlApp:
             status = await self._error(send, exc, state)
         elapsed = time.monotonic() - started
         if state["route"] != "unknown":
-            self.metrics.requests.labels(state["route"], state["model"], state["version"], str(status)).inc()
-            if state["model"]:
-                self.metrics.latency.labels(state["route"], state["model"], state["version"]).observe(elapsed)
+            self.metrics.observe_request(state["route"], state["model"], state["version"], status, elapsed)
         if self.spec.server.access_log and path not in _PROBES and access_log.isEnabledFor(logging.INFO):
             access_log.info(orjson.dumps({
                 "request_id": request_id, "method": method, "path": path, "status": status,
@@ -413,15 +411,13 @@ class ShipmlApp:
 
     async def infer(self, runner: ModelRunner, data: Any, *, want_proba: bool, state: dict[str, Any]) -> Outcome:
         deadline = time.monotonic() + self.timeout_s
-        try:
-            outcome = await asyncio.wait_for(runner.infer(data, want_proba=want_proba, deadline=deadline),
-                                             self.timeout_s)
+        try:  # asyncio.timeout: a timer on this task, no new task per request (unlike wait_for)
+            async with asyncio.timeout(self.timeout_s):
+                outcome = await runner.infer(data, want_proba=want_proba, deadline=deadline)
         except TimeoutError as exc:
             raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
         state["rows"] = len(outcome.predictions)
         return outcome
-
-
 
 
 def _depth(runner: ModelRunner) -> Callable[[], float]:

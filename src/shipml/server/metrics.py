@@ -9,6 +9,7 @@ Gauges say how they combine: queue depth is summed over live workers, readiness 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -25,6 +26,7 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self._children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         r = self.registry
         self.requests = Counter("shipml_requests", "HTTP requests by route, model, version and status code",
                                 ["route", "model", "version", "code"], registry=r)
@@ -42,6 +44,18 @@ class ServerMetrics:
                                  registry=r, multiprocess_mode="livesum")
         self.ready = Gauge("shipml_ready", "1 when every model is loaded and verified", registry=r,
                            multiprocess_mode="livemin")
+
+    def observe_request(self, route: str, model: str, version: str, status: int, seconds: float) -> None:
+        """Count one request and, for model routes, its latency. The labelled children are looked up once per
+        label set and kept: ``labels()`` costs more than the increment itself."""
+        key = (route, model, version, status)
+        children = self._children.get(key)
+        if children is None:
+            latency = self.latency.labels(route, model, version) if model else None
+            children = self._children[key] = (self.requests.labels(route, model, version, str(status)), latency)
+        children[0].inc()
+        if children[1] is not None:
+            children[1].observe(seconds)
 
     def batch_observer(self, model: str, version: str) -> BatchObserver:
         return BatchObserver(self, model, version)

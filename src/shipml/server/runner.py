@@ -85,6 +85,7 @@ def _config(asgi: Any, spec: DeploymentSpec) -> uvicorn.Config:
         asgi, host=spec.server.host, port=spec.server.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=int(spec.server.graceful_timeout_s),
         server_header=False, date_header=False, log_config=None,
+        proxy_headers=False,  # client addresses are not used; X-Forwarded-* is left to the proxy in front
     )
 
 
