@@ -83,8 +83,9 @@ def loadtest_command(ctx: Context, url: str, model: str | None, rate: float | No
     """Load URL (a shipml server's base URL) at a constant arrival rate and check SLOs.
 
     Open loop: request i is due at start + i/R and its latency counts from then, so a slow server cannot
-    hide behind a slow client. Bodies come from the model's signature and golden sample. Exit code 0: all
-    checks passed; 1: a check failed; 2: the test could not run.
+    hide behind a slow client (the scheduler ticks every millisecond, so on a sub-millisecond endpoint
+    latencies read up to ~1 ms high: see "send lag"). Bodies come from the model's signature and golden
+    sample. Exit code 0: all checks passed; 1: a check failed; 2: the test could not run.
     """
     from shipml.loadtest import render_html, run_loadtest
 

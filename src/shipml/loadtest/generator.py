@@ -8,9 +8,12 @@ numbers in preallocated numpy arrays and hands the connection its next request.
 Open loop: request ``i`` is due at ``t0 + i / rate`` whatever happened to earlier requests, and its latency runs
 from that due time, not from when it went on the wire. A request waiting for a free connection, or behind a
 slow event loop, is still being waited for: a slow server cannot hide behind a slow client (coordinated
-omission). Closed loop (``concurrency``): that many connections send back to back; latency runs from sending.
+omission). The scheduler wakes at most once a millisecond (see ``_schedule``), so a request goes out up to
+about a millisecond after it is due; that is counted too. Closed loop (``concurrency``): that many connections
+send back to back; latency runs from sending.
 
-Statuses: an HTTP status, or a negative code for a request that got no HTTP answer (:data:`ERROR_KINDS`).
+Statuses: an HTTP status, or a negative code for a request that got no HTTP answer (see ``ERROR_KINDS`` in
+``shipml.loadtest.plan``).
 """
 
 from __future__ import annotations
