@@ -4,16 +4,10 @@ model that cannot load refused, shut down and leave no Ray process behind."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,7 +16,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from sklearn.compose import ColumnTransformer
@@ -31,124 +24,29 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import shipml
+from tests.e2e.conftest import mixed_data
+from tests.ray_cluster import free_port, two_node_cluster
 
 pytestmark = pytest.mark.slow
 
 HEAD_IP, NODE_IP = "127.0.0.32", "127.0.0.33"
-START_TIMEOUT = 90.0
 PREFIX = "/ml"
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5"}
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _ports(host: str) -> list[str]:
-    """Every port a node listens on, chosen free on its own address (other Ray clusters may run here too)."""
-    names = ["node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"]
-    return [f"--{name}={free_port(host)}" for name in names]
-
-
-def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """``ray start --block`` in its own process group, once the node runs. Stopped by ``_stop_node``, never by
-    `ray stop`, which would stop every Ray node on the machine, other tests' included."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(BIN / "ray"), "start", "--block", *args], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if "Ray runtime started" in log.read_text(errors="replace"):
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.25)
-    _stop_node(proc)
-    raise RuntimeError(f"ray did not start: {log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop_node(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to `ray start` alone: it drains the node and stops its own processes (signalling the whole group
-    at once would stop the GCS under a draining node, which then waits out its drain timeout). Whatever is
-    left of the group after that is killed."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    """Command lines of the live processes that mention ``text`` (this test's temp dir)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if text in cmdline:
-                found.append(f"{entry.name}: {cmdline[:200]}")
-    return found
-
-
-def _wait_gone(text: str, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    left = _processes_mentioning(text)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.5)
-        left = _processes_mentioning(text)
-    return left
-
-
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A head on 127.0.0.32 and a second node on 127.0.0.33, one CPU each; afterwards, no process of theirs."""
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("ray is not installed")
-    temp = Path(tempfile.mkdtemp(prefix="shipml-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
-    port = free_port(HEAD_IP)
-    common = ["--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp}", "--min-worker-port=0",
-              "--max-worker-port=0"]
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        started.append(_start_node(["--head", f"--node-ip-address={HEAD_IP}", f"--port={port}",
-                                    "--include-dashboard=false", f"--dashboard-host={HEAD_IP}",
-                                    f"--ray-client-server-port={free_port(HEAD_IP)}", *common, *_ports(HEAD_IP)],
-                                   temp / "head.log"))
-        started.append(_start_node([f"--address={HEAD_IP}:{port}", f"--node-ip-address={NODE_IP}", *common,
-                                    *_ports(NODE_IP)], temp / "node.log"))
-        yield f"{HEAD_IP}:{port}"
-    finally:
-        for proc in reversed(started):
-            _stop_node(proc)
-        left = _wait_gone(str(temp))
-        shutil.rmtree(temp, ignore_errors=True)
-    assert not left, f"Ray processes left behind: {left}"
-
-
-def churn_frame(rows: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "tenure": rng.integers(0, 72, rows),
-        "charges": rng.normal(70, 20, rows).round(2),
-        "plan": rng.choice(["basic", "plus", "pro"], rows),
-        "paperless": rng.random(rows) > 0.5,
-    })
+    yield from two_node_cluster(HEAD_IP, NODE_IP, (f"--dashboard-host={HEAD_IP}",
+                                                   f"--ray-client-server-port={free_port(HEAD_IP)}"))
 
 
 @pytest.fixture(scope="module")
 def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``churn``: an sklearn pipeline over an integer, a float, a category and a bool; string classes."""
     root = tmp_path_factory.mktemp("ray-registry")
-    frame = churn_frame(300, seed=0)
+    frame = mixed_data(300, seed=0)
     labels = np.where((frame["tenure"] < 20) & (frame["plan"] == "basic"), "leaves", "stays")
     pipeline = make_pipeline(
         ColumnTransformer([("num", StandardScaler(), ["tenure", "charges"]),
@@ -224,7 +122,7 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 def check_predictions(url: str, registry: Path) -> None:
     model = shipml.load_model("churn", registry=registry)
-    rows = churn_frame(25, seed=7)
+    rows = mixed_data(25, seed=7)
     expected = model.predict(rows).tolist()
     r = httpx.post(url + "/predict", json={"instances": rows.to_dict("records")}, headers={"x-request-id": "r-1"},
                    timeout=10)

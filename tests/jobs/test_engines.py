@@ -3,16 +3,6 @@ engine, and load the model once per worker."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +12,7 @@ import pytest
 
 from shipml.jobs import predict_file
 from tests.jobs.conftest import Saved, mixed_frame, numeric_frame
+from tests.ray_cluster import two_node_cluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,67 +21,11 @@ pytestmark = [
 ]
 
 HEAD_IP, NODE_IP = "127.0.0.22", "127.0.0.23"
-START_TIMEOUT = 90.0
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _ports(host: str) -> list[str]:
-    names = ["node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"]
-    return [f"--{name}={free_port(host)}" for name in names] + ["--min-worker-port=0", "--max-worker-port=0"]
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """``ray start --block`` in its own process group (stopped by killing that group, never `ray stop`, which
-    would stop every Ray on the machine), once it says the node runs."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--block", *args],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if "Ray runtime started" in log.read_text(errors="replace"):
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.25)
-    _stop(proc)
-    raise RuntimeError(f"ray did not start: {log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("ray is not installed")
-    temp = Path(tempfile.mkdtemp(prefix="shipml-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
-    port = free_port(HEAD_IP)
-    common = ["--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp}"]
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        started.append(_start(["--head", f"--node-ip-address={HEAD_IP}", f"--port={port}",
-                               "--include-dashboard=false", *common, *_ports(HEAD_IP)], temp / "head.log"))
-        started.append(_start([f"--address={HEAD_IP}:{port}", f"--node-ip-address={NODE_IP}", *common,
-                               *_ports(NODE_IP)], temp / "node.log"))
-        yield f"{HEAD_IP}:{port}"
-    finally:
-        for proc in reversed(started):
-            _stop(proc)
-        shutil.rmtree(temp, ignore_errors=True)
+    yield from two_node_cluster(HEAD_IP, NODE_IP)
 
 
 def _inputs(tmp_path: Path) -> Path:
