@@ -199,25 +199,26 @@ def test_xgboost_is_pinned_as_the_cpu_wheel_the_extra_installs(tmp_path: Path) -
     assert not any(r.startswith("xgboost==") for r in ctx.requirements)
 
 
-def test_models_needing_different_versions_of_a_package_are_refused(registry_dir: Path, tmp_path: Path) -> None:
+def registry_with_pin(registry_dir: Path, tmp_path: Path, model: str, package: str, version: str) -> Path:
+    """A copy of the registry in which ``model`` 1.0.0 says it was saved with ``package==version``."""
     copy = tmp_path / "registry"
     shutil.copytree(registry_dir, copy)
-    path = copy / "models/lin/versions/1.0.0/shipml.json"
+    path = copy / f"models/{model}/versions/1.0.0/shipml.json"
     manifest = orjson.loads(path.read_bytes())
-    manifest["environment"]["packages"]["numpy"] = "1.26.4"
+    manifest["environment"]["packages"][package] = version
     path.write_bytes(orjson.dumps(manifest))
+    return copy
+
+
+def test_models_needing_different_versions_of_a_package_are_refused(registry_dir: Path, tmp_path: Path) -> None:
+    copy = registry_with_pin(registry_dir, tmp_path, "lin", "numpy", "1.26.4")
     with pytest.raises(ConflictError, match=r"different versions of numpy: clf:1\.0\.0 was saved with .*,"
                                             r" lin:1\.0\.0 with 1\.26\.4"):
         context_for(["clf@production", "lin"], copy, tmp_path)
 
 
 def test_pins_that_shipml_itself_excludes_are_refused_early(registry_dir: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "registry"
-    shutil.copytree(registry_dir, copy)
-    path = copy / "models/clf/versions/1.0.0/shipml.json"
-    manifest = orjson.loads(path.read_bytes())
-    manifest["environment"]["packages"]["lightgbm"] = "3.3.5"
-    path.write_bytes(orjson.dumps(manifest))
+    copy = registry_with_pin(registry_dir, tmp_path, "clf", "lightgbm", "3.3.5")
     with pytest.raises(ConflictError, match=r"saved with lightgbm==3\.3\.5, but shipml needs lightgbm>=4"):
         context_for(["clf@production"], copy, tmp_path)
     requires = ["numpy>=1.26", 'lightgbm>=4.0; extra == "lightgbm"', 'uvloop>=0.19; sys_platform == "win32"']

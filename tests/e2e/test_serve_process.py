@@ -39,8 +39,7 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame) -
 def server(registry_dir: Path, tmp_path: Path) -> Iterator[Server]:
     s = start(registry_dir, tmp_path, limits={"max_body_bytes": 200_000, "max_rows": 500})
     yield s
-    s.proc.terminate()
-    s.proc.communicate(timeout=30)
+    s.stop()
 
 
 def test_routes_and_predictions_match_in_process(server: Server, registry_dir: Path, data: pd.DataFrame) -> None:

@@ -58,6 +58,11 @@ class Endpoint:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def ready(self) -> bool:
+        """Every model of the endpoint loaded and verified."""
+        return bool(self.runners) and not self.errors
+
     def runner(self, version: str | None = None) -> ModelRunner:
         if self.errors:
             raise ServiceUnavailable(f"model {self.name} is not ready: " + "; ".join(self.errors.values()))
@@ -223,7 +228,7 @@ class ShipmlApp:
 
     @property
     def is_ready(self) -> bool:
-        return self.loaded and not self.draining and all(not e.errors and e.runners for e in self.endpoints.values())
+        return self.loaded and not self.draining and all(e.ready for e in self.endpoints.values())
 
     # -- dispatch ------------------------------------------------------------------------------------------
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -312,7 +317,7 @@ class ShipmlApp:
 
     async def list_models(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
         data = [{"name": e.name, "models": e.spec.models, "versions": list(e.runners),
-                 "ready": bool(e.runners) and not e.errors} for e in self.endpoints.values()]
+                 "ready": e.ready} for e in self.endpoints.values()]
         await http.send(send, 200, http.json_bytes({"models": data}))
         return 200
 
@@ -358,7 +363,7 @@ class ShipmlApp:
     async def v1_status(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
                         name: str) -> int:
         endpoint = self.endpoint_named(name)
-        ready = bool(endpoint.runners) and not endpoint.errors
+        ready = endpoint.ready
         await http.send(send, 200, http.json_bytes({"name": name, "ready": ready}))
         return 200
 
@@ -367,7 +372,7 @@ class ShipmlApp:
         """What a client needs to call the model: its inputs and an example body known to be valid."""
         endpoint = self.endpoint_named(name)
         body: dict[str, Any] = {"name": name, "models": endpoint.spec.models, "versions": list(endpoint.runners),
-                                "ready": bool(endpoint.runners) and not endpoint.errors}
+                                "ready": endpoint.ready}
         if endpoint.runners:
             model = endpoint.runner().model
             body["inputs"] = [c.model_dump(exclude={"pandas_dtype"}) for c in model.signature.inputs]

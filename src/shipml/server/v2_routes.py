@@ -82,7 +82,7 @@ class V2Routes:
     async def model_ready(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
                           name: str, version: str | None = None) -> int:
         endpoint = self.app.endpoint_named(name)
-        ready = not endpoint.errors and (version in endpoint.runners if version else bool(endpoint.runners))
+        ready = endpoint.ready and (not version or version in endpoint.runners)
         status = 200 if ready else _NOT_READY
         await http.send(send, status, http.json_bytes({"name": name, "ready": ready}))
         return status
