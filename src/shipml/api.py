@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipml.package.builder import BuildOptions
 from shipml.package.loaded import LoadedModel, load_package
 from shipml.registry.names import Ref
 from shipml.registry.registry import ModelVersion, Registry
@@ -39,6 +38,8 @@ def save_model(
     ``version``: defaults to the next minor version (1.0.0 first). ``tolerance``: (rtol, atol) of the golden
     check for float outputs; labels must match exactly.
     """
+    from shipml.package.builder import BuildOptions  # pandas and the builder: only for saving
+
     options = BuildOptions(target=target, trusted=trusted, metrics=metrics, description=description, tags=tags,
                            runtime=runtime, golden_rows=golden_rows, rtol=tolerance[0], atol=tolerance[1],
                            runtime_options=dict(runtime_options or {}))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 import subprocess
 import sys
@@ -10,7 +12,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from shipml.cli import cli
+import shipml.cli
+from shipml.cli import COMMANDS, cli
 from tests.cli.gate_models import GOOD, WEAK, run
 
 
@@ -20,9 +23,16 @@ def run_json(workdir: Path, *args: str) -> object:
     return orjson.loads(result.stdout)
 
 
+def all_commands() -> dict[str, click.Command]:
+    ctx = click.Context(cli)
+    commands = {name: cli.get_command(ctx, name) for name in cli.list_commands(ctx)}
+    assert all(commands.values()), [name for name, c in commands.items() if c is None]
+    return commands  # type: ignore[return-value]
+
+
 def test_every_command_and_option_has_help() -> None:
     missing = []
-    for name, command in cli.commands.items():
+    for name, command in all_commands().items():
         if not (command.help or "").strip():
             missing.append(name)
         missing += [f"{name} {p.name}" for p in command.params
@@ -30,10 +40,24 @@ def test_every_command_and_option_has_help() -> None:
     assert not missing, f"commands or options without help text: {missing}"
     for name in ("models", "versions", "show", "alias", "history", "delete", "evaluate", "promote",
                  "predict-sample"):
-        assert name in cli.commands
+        assert name in all_commands()
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0
         assert "Usage: " in result.output
+
+
+def test_lazy_commands_match_what_each_module_registers() -> None:
+    """COMMANDS names every command of every module under shipml.cli, each under the module that adds it."""
+    found: dict[str, str] = {}
+    for info in pkgutil.iter_modules(shipml.cli.__path__):
+        if info.name.startswith("_"):  # __main__ runs the command line on import
+            continue
+        register = getattr(importlib.import_module(f"shipml.cli.{info.name}"), "register", None)
+        if register is not None:
+            group = click.Group()
+            register(group)
+            found.update(dict.fromkeys(group.commands, info.name))
+    assert found == COMMANDS
 
 
 def test_models(workdir: Path) -> None:

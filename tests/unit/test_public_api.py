@@ -31,8 +31,8 @@ def test_errors_share_one_base() -> None:
 
 
 def test_import_is_light() -> None:
-    """import shipml must not pull in a framework or the server."""
+    """import shipml must not pull in a framework, the server, or pandas."""
     code = ("import sys, shipml; heavy = [m for m in ('sklearn', 'lightgbm', 'xgboost', 'onnxruntime', 'torch',"
-            " 'uvicorn', 'ray', 'dask') if m in sys.modules]; print(','.join(heavy))")
+            " 'uvicorn', 'ray', 'dask', 'pandas', 'pyarrow') if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

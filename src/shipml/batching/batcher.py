@@ -27,10 +27,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-
-
-
-
 @dataclass(eq=False)
 class Pending(Generic[T, R]):
     payload: T

@@ -1,20 +1,41 @@
 """The ``shipml`` command: a thin layer over the library.
 
-Each module in this package that defines ``register(group)`` adds its commands; this file only builds the group
-and turns library errors into one clean line and a non-zero exit code.
+Each module in this package that defines ``register(group)`` adds its commands; this file only builds the group.
+Commands load on first use (``COMMANDS`` names each one's module): ``shipml serve`` imports the server and
+nothing of the training side (pandas, pyarrow, the evaluation code), which keeps a serving process small.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
 import click
 
 from shipml.cli._common import Context
 
+#: command name -> the module of this package whose ``register`` adds it
+COMMANDS: dict[str, str] = {
+    "alias": "models", "build": "build", "delete": "models", "evaluate": "evaluate", "history": "models",
+    "import": "importing", "k8s": "k8s", "loadtest": "loadtest", "locustfile": "loadtest", "models": "models",
+    "predict": "batch", "predict-sample": "predict_sample", "promote": "evaluate", "ray": "ray_serve",
+    "serve": "serve", "show": "models", "token": "token", "versions": "models",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is asked for (or listed in --help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"{__name__}.{module}").register(self)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--registry", envvar="SHIPML_HOME", metavar="PATH",
               help="Registry location (default: $SHIPML_HOME or ~/.shipml).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
@@ -23,19 +44,6 @@ from shipml.cli._common import Context
 def cli(ctx: click.Context, registry: str | None, as_json: bool) -> None:
     """shipml: package, register, validate and serve machine-learning models."""
     ctx.obj = Context(registry_uri=registry, as_json=as_json)
-
-
-def _register_commands() -> None:
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(cli)
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -3,7 +3,6 @@ manifest describing them. The registry gives it a version and moves it into plac
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,14 +132,6 @@ def artifacts(directory: Path) -> list[Artifact]:
     return out
 
 
-def write_manifest(directory: Path, manifest: Manifest) -> None:
-    path = directory / MANIFEST
-    with path.open("wb") as f:
-        f.write(manifest.to_json())
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _golden_rows(n: int, limit: int) -> np.ndarray:
     """Up to ``limit`` rows spread evenly over the sample (deterministic)."""
     return np.unique(np.linspace(0, n - 1, num=min(n, max(limit, 1))).astype(int))
@@ -159,4 +150,4 @@ def _check_target(target: Any, n: int) -> pd.Series | None:
     return series.reset_index(drop=True)
 
 
-__all__ = ["BuildOptions", "Prediction", "artifacts", "build_package", "write_manifest"]
+__all__ = ["BuildOptions", "Prediction", "artifacts", "build_package"]

@@ -44,9 +44,8 @@ from shipml.errors import (
     UnsafeModelError,
     UnsupportedModelError,
 )
-from shipml.package.builder import write_manifest
 from shipml.package.loaded import sha256_file
-from shipml.package.manifest import MANIFEST, read_manifest
+from shipml.package.manifest import MANIFEST, read_manifest, write_manifest
 from shipml.registry.registry import ModelVersion, Registry
 
 MLMODEL = "MLmodel"

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from shipml._lazy import loaded_pandas
 from shipml.package.manifest import Lineage
 
 
@@ -32,7 +32,8 @@ def current_user() -> str | None:
 def fingerprint(data: Any) -> str:
     """A stable sha256 of a frame, series or array: same values, same fingerprint."""
     h = hashlib.sha256()
-    if isinstance(data, pd.DataFrame | pd.Series):
+    pd = loaded_pandas()
+    if pd is not None and isinstance(data, pd.DataFrame | pd.Series):
         if isinstance(data, pd.DataFrame):
             h.update(repr(list(map(str, data.columns))).encode())
         h.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,12 @@ def read_manifest(directory: Path) -> Manifest:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ManifestError(f"{MANIFEST} of {directory.name!r} is invalid at {where}: {first['msg']}") from exc
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Write the manifest and fsync it: the last file of a package, so a package with one is complete."""
+    path = directory / MANIFEST
+    with path.open("wb") as f:
+        f.write(manifest.to_json())
+        f.flush()
+        os.fsync(f.fileno())

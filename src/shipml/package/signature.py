@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from shipml._lazy import loaded_pandas
 from shipml.errors import SchemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DType = Literal["int", "float", "bool", "string", "datetime"]
 Task = Literal["classification", "regression", "other"]
@@ -92,6 +95,8 @@ class Problem:
 
 def as_frame(sample: Any) -> tuple[pd.DataFrame, Literal["dataframe", "ndarray"]]:
     """The sample as a DataFrame, and whether the user gave a frame or an array."""
+    import pandas as pd
+
     if isinstance(sample, pd.DataFrame):
         if sample.columns.duplicated().any():
             dup = sample.columns[sample.columns.duplicated()].tolist()
@@ -110,6 +115,8 @@ def as_frame(sample: Any) -> tuple[pd.DataFrame, Literal["dataframe", "ndarray"]
 
 
 def infer_column(name: str, s: pd.Series) -> ColumnSpec:
+    import pandas as pd
+
     nullable = bool(s.isna().any())
     pandas_dtype = str(s.dtype)
     kind = _kind(name, s)
@@ -136,6 +143,8 @@ def infer_column(name: str, s: pd.Series) -> ColumnSpec:
 
 
 def _kind(name: str, s: pd.Series) -> DType:
+    import pandas as pd
+
     dtype = s.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         return "string"
@@ -188,8 +197,10 @@ def to_jsonable(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, pd.Timestamp):
-        return None if pd.isna(value) else value.isoformat()
-    if value is pd.NaT or value is pd.NA:
-        return None
+    pd = loaded_pandas()  # a pandas value exists only once pandas is imported
+    if pd is not None:
+        if isinstance(value, pd.Timestamp):
+            return None if pd.isna(value) else value.isoformat()
+        if value is pd.NaT or value is pd.NA:
+            return None
     return value

@@ -1,5 +1,6 @@
 """Check input data against a signature, vectorised: one numpy/pandas operation per column and rule, no per-row
-Python loop. The same check serves ``LoadedModel.validate``, the server and batch jobs.
+Python loop. The same check serves ``LoadedModel.validate``, the server and batch jobs. Numeric input is checked
+with numpy alone: pandas is imported only for frames, strings, booleans and datetimes.
 
 ``check(X, signature, policy)`` returns a :class:`Checked`: the input coerced to the signature's types (a
 :class:`Table`), the mask of rows with errors, and the problems found (row, column, rule), the first
@@ -9,16 +10,20 @@ Python loop. The same check serves ``LoadedModel.validate``, the server and batc
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
+from shipml._lazy import is_frame, is_series
 from shipml.errors import SchemaError
 from shipml.package.signature import ColumnSpec, Problem, Severity, Signature
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Policy = Literal["warn", "reject"]
 
@@ -70,6 +75,8 @@ class Table:
 
     def frame(self, signature: Signature) -> pd.DataFrame:
         """A DataFrame with the dtypes the sample had (categories and integer types restored)."""
+        import pandas as pd
+
         data: dict[str, Any] = {}
         for spec in signature.inputs:
             data[spec.name] = _restore(self.columns[spec.name], spec)
@@ -215,14 +222,14 @@ def _check_dense(matrix: np.ndarray, signature: Signature, policy: InputPolicy) 
 def raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, list[str]]:
     """(column name -> raw values, row count, unknown column names) of any accepted input form."""
     names = signature.names
-    if isinstance(data, pd.DataFrame):
+    if is_frame(data):
         cols: dict[str, Any] = {str(c): data[c] for c in data.columns}
         return cols, len(data), [c for c in cols if c not in set(names)]
-    if isinstance(data, pd.Series):
+    if is_series(data):
         return raw_columns(data.to_frame().T, signature)
     if isinstance(data, Mapping):
         cols = {
-            str(k): v if isinstance(v, np.ndarray | pd.Series) else np.asarray(list(_listify(v)), dtype=object)
+            str(k): v if isinstance(v, np.ndarray) or is_series(v) else np.asarray(list(_listify(v)), dtype=object)
             for k, v in data.items()}
         lengths = {k: len(v) for k, v in cols.items()}
         if len(set(lengths.values())) > 1:
@@ -266,7 +273,7 @@ def _listify(v: Any) -> Any:
 
 def _check_column(spec: ColumnSpec, raw: Any, out: _Collector, policy: InputPolicy) -> np.ndarray:
     values, null, bad = _coerce(spec, raw)
-    raw_arr = raw.to_numpy() if isinstance(raw, pd.Series) else raw
+    raw_arr = raw.to_numpy() if is_series(raw) else raw
     out.rows(bad, spec.name, "type", f"expected {spec.dtype}", raw_arr)
     if not spec.nullable:
         out.rows(null, spec.name, "null", "null is not allowed (training had none)", raw_arr)
@@ -277,6 +284,8 @@ def _check_column(spec: ColumnSpec, raw: Any, out: _Collector, policy: InputPoli
         out.rows(outside, spec.name, "out_of_range", f"outside the training range [{spec.min}, {spec.max}]",
                  raw_arr, policy.severity(policy.out_of_range))
     elif spec.dtype == "datetime" and spec.min is not None and spec.max is not None:
+        import pandas as pd
+
         stamps = values.astype("datetime64[ns]")
         lo, hi = np.datetime64(pd.Timestamp(spec.min).tz_localize(None)), np.datetime64(
             pd.Timestamp(spec.max).tz_localize(None))
@@ -284,6 +293,8 @@ def _check_column(spec: ColumnSpec, raw: Any, out: _Collector, policy: InputPoli
         out.rows(outside, spec.name, "out_of_range", f"outside the training range [{spec.min}, {spec.max}]",
                  raw_arr, policy.severity(policy.out_of_range))
     elif spec.dtype == "string" and spec.categories is not None:
+        import pandas as pd
+
         unseen = usable & ~pd.Series(values, dtype=object).isin(spec.categories).to_numpy()
         shown = ", ".join(spec.categories[:10]) + (", ..." if len(spec.categories) > 10 else "")
         out.rows(unseen, spec.name, "unseen_category", f"category not seen in training (seen: {shown})",
@@ -293,6 +304,17 @@ def _check_column(spec: ColumnSpec, raw: Any, out: _Collector, policy: InputPoli
 
 def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, null mask, wrong-type mask) for one column."""
+    if spec.dtype in ("int", "float") and isinstance(raw, np.ndarray):
+        numbers = _plain_numbers(raw)
+        if numbers is not None:
+            null = np.isnan(numbers)
+            bad = np.zeros(len(numbers), dtype=bool)
+            if spec.dtype == "int":
+                with np.errstate(invalid="ignore"):
+                    bad |= ~null & (~np.isfinite(numbers) | (numbers != np.floor(numbers)))
+            return numbers, null, bad
+    import pandas as pd
+
     s = raw if isinstance(raw, pd.Series) else pd.Series(raw, copy=False)
     dtype = s.dtype
     if spec.dtype in ("int", "float"):
@@ -346,6 +368,23 @@ def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     return values, null, bad
 
 
+def _plain_numbers(raw: np.ndarray) -> np.ndarray | None:
+    """A numeric, boolean or object array of numbers and nulls (None) as floats, NaN for null; None when it
+    holds anything else (strings, ints too large for a float), which the pandas path then sorts out."""
+    if raw.dtype.kind in "iufb":
+        return raw.astype(np.float64, copy=False)
+    if raw.dtype != object:
+        return None
+    try:  # 0.0 + v: numbers and bools only, as in records_matrix
+        return np.fromiter(map(operator.add, itertools.repeat(0.0), raw), dtype=np.float64, count=len(raw))
+    except (TypeError, ValueError, OverflowError):
+        pass
+    try:  # nulls among the numbers: JSON input of a nullable column
+        return np.fromiter((math.nan if v is None else 0.0 + v for v in raw), dtype=np.float64, count=len(raw))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _float_or_marker(v: Any) -> Any:
     if isinstance(v, int):
         try:
@@ -356,6 +395,8 @@ def _float_or_marker(v: Any) -> Any:
 
 
 def _restore(values: np.ndarray, spec: ColumnSpec) -> Any:
+    import pandas as pd
+
     target = spec.pandas_dtype
     if spec.dtype == "string":
         if target == "category":

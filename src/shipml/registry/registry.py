@@ -15,18 +15,20 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from shipml.config import shipml_home
 from shipml.errors import AlreadyExistsError, ConflictError, InvalidNameError, NotFoundError
-from shipml.package.builder import BuildOptions, build_package, write_manifest
 from shipml.package.lineage import current_user, now_iso
 from shipml.package.loaded import LoadedModel, load_package
-from shipml.package.manifest import MANIFEST, Manifest, read_manifest
+from shipml.package.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from shipml.registry import local
 from shipml.registry.names import FIRST_VERSION, Ref, Version, check_alias, check_name
+
+if TYPE_CHECKING:  # building a package needs pandas; a process that only loads models never imports it
+    from shipml.package.builder import BuildOptions
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ class Registry:
     # -- writing versions ----------------------------------------------------------------------------------
     def save(self, model: Any, name: str, *, sample: Any, version: str | None = None,
              options: BuildOptions | None = None) -> ModelVersion:
+        from shipml.package.builder import BuildOptions, build_package
+
         check_name(name)
         if version is not None:
             version = str(Version.parse(version))

@@ -23,25 +23,30 @@ def _lgb() -> Any:
     return import_optional("lightgbm", "lightgbm")
 
 
-def import_without_sklearn() -> bool:
-    """Import LightGBM without its scikit-learn compatibility layer, when neither is imported yet.
+def import_lean(*, pandas: bool) -> bool:
+    """Import LightGBM without its scikit-learn layer (and without pandas unless ``pandas``), when none of them
+    is imported yet. True when LightGBM was imported so.
 
-    ``import lightgbm`` imports scikit-learn (and through it SciPy) whenever scikit-learn is installed: about
-    1.5 s and 80 MB that predicting with a Booster never uses. A process that only serves LightGBM (and other
-    non-scikit-learn runtimes) calls this first; afterwards scikit-learn itself still imports normally, but
-    LightGBM's scikit-learn wrappers in this process are not scikit-learn estimators, so a process that will
-    load scikit-learn models holding LightGBM estimators must not call it. True when LightGBM was imported so.
+    ``import lightgbm`` imports scikit-learn (and through it SciPy's bulk) whenever it is installed, and pandas
+    (and through it pyarrow) likewise: ~1.5 s and ~150 MB that predicting a numeric matrix with a Booster never
+    uses. A process that only serves such models calls this first. Afterwards scikit-learn and pandas import
+    normally, but LightGBM in this process neither has its scikit-learn wrappers as scikit-learn estimators nor
+    takes DataFrames: a process that will load scikit-learn models holding LightGBM estimators, or LightGBM
+    models fed with DataFrames (pandas categoricals), must not call it.
     """
-    if "lightgbm" in sys.modules or "sklearn" in sys.modules:
+    blocked = ["sklearn"] if pandas else ["sklearn", "pandas"]
+    if "lightgbm" in sys.modules or any(name in sys.modules for name in blocked):
         return False
-    sys.modules["sklearn"] = None  # type: ignore[assignment]  # makes `import sklearn` raise ImportError
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
     try:
         import lightgbm  # noqa: F401
     except ImportError:
         return False
     finally:
-        if sys.modules.get("sklearn", 0) is None:
-            del sys.modules["sklearn"]
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
     return True
 
 

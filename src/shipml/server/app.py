@@ -197,20 +197,23 @@ class ShipmlApp:
             await asyncio.sleep(every_s)
 
     def _prepare_runtimes(self) -> None:
-        """Serving only models that need no scikit-learn: import LightGBM without it (faster start, less memory)."""
-        runtimes = set()
+        """Serving only LightGBM/XGBoost/ONNX models: import LightGBM without scikit-learn, and without pandas
+        when every LightGBM model takes a numeric matrix (faster start, ~100 MB less memory)."""
+        manifests = []
         for endpoint in self.endpoints.values():
             for ref in endpoint.spec.models:
                 if ref in self.preloaded:
                     continue
                 try:
-                    runtimes.add(read_manifest(self.registry.get(ref).path).runtime.name)
+                    manifests.append(read_manifest(self.registry.get(ref).path))
                 except (ShipmlError, OSError):
                     return  # loading will say what is wrong with it
+        runtimes = {m.runtime.name for m in manifests}
         if "lightgbm" in runtimes and runtimes <= _NO_SKLEARN_RUNTIMES:
-            from shipml.runtimes.lightgbm import import_without_sklearn
+            from shipml.runtimes.lightgbm import import_lean
 
-            import_without_sklearn()
+            import_lean(pandas=any(m.runtime.name == "lightgbm" and m.runtime.info.get("pandas_categorical")
+                                   for m in manifests))
 
     def registry_load(self, ref: str) -> LoadedModel:
         from shipml.api import load_model

@@ -12,12 +12,6 @@ Headers = list[tuple[bytes, bytes]]
 JSON = b"application/json"
 
 
-
-
-
-
-
-
 class ClientDisconnected(Exception):
     pass
 
