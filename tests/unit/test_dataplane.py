@@ -504,13 +504,16 @@ def test_records_matrix_with_a_single_column() -> None:
     [{"a": 1.0, "c": 2.0}, {"a": 1.0, "b": 2.0}],  # a wrong key in place of a right one
     [{"a": 1.0, "b": "oops"}],  # a string that is not a number
     [{"a": 1.0, "b": [2.0]}],  # a nested list
+    [{"a": [1.0], "b": [2.0]}],  # nested lists of one length: a 3-D array
+    [{"a": 1.0, "b": None}],  # a null
+    [{"a": 1.0, "b": 2**70}],  # an int numpy keeps as an object
     [{"a": 1.0, "b": {"x": 2.0}}],  # a nested object
     [{"a": 1.0, "b": 2.0}, [1.0, 2.0]],  # a row that is a list
     [{"a": 1.0, "b": 2.0}, "ab"],  # a row that is a string
     [{"a": 1.0, "b": 2.0}, None],  # a row that is null
     [{"a": 1.0, "b": 2.0}, 7],  # a row that is a number
-], ids=["missing", "extra", "missing-and-extra", "wrong-key", "string", "list", "object", "list-row",
-        "string-row", "null-row", "number-row"])
+], ids=["missing", "extra", "missing-and-extra", "wrong-key", "string", "list", "nested-lists", "null", "huge-int",
+        "object", "list-row", "string-row", "null-row", "number-row"])
 def test_records_matrix_gives_up_on_anything_but_plain_numbers(rows: list[Any]) -> None:
     assert records_matrix(rows, ["a", "b"]) is None
 

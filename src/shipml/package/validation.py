@@ -181,7 +181,7 @@ def records_matrix(records: Sequence[Any], names: Sequence[str],
                    getter: Callable[[Any], tuple[Any, ...]] | None = None) -> np.ndarray | None:
     """Records (one mapping per row) as a float matrix in ``names`` order, or None when they are not plainly
     that (a missing or extra key, a null, a value that is not a number): the general path then says what is
-    wrong. Values are read in C (itemgetter, fromiter): no Python loop per row. ``getter``: a
+    wrong. Values are read in C (itemgetter, numpy's own conversion): no Python loop per row. ``getter``: a
     :func:`record_getter` for ``names``, made once by callers that convert many requests."""
     n, k = len(records), len(names)
     getter = getter or record_getter(names)
@@ -189,12 +189,14 @@ def records_matrix(records: Sequence[Any], names: Sequence[str],
         # every record holds every name (else KeyError) and n*k keys in all: so none has an extra key
         if sum(map(len, records)) != n * k:
             return None
-        # 0.0 + v: numbers and bools only (float() would also read strings such as '1_000' or 'nan', and None)
-        cells = map(operator.add, itertools.repeat(0.0), itertools.chain.from_iterable(map(getter, records)))
-        values = np.fromiter(cells, dtype=np.float64, count=n * k)
+        # numpy picks the type from the values: float/int/bool only when every value is a number or a bool
+        # (a string makes it a string array, a null, a nested object or a huge int an object array)
+        values = np.array(list(map(getter, records)))
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
-    return values.reshape(n, k)
+    if values.dtype.kind not in "fiub" or values.shape != (n, k):  # (n, k, m): lists of equal length
+        return None
+    return values.astype(np.float64, copy=False)
 
 
 def _check_dense(matrix: np.ndarray, signature: Signature, policy: InputPolicy) -> Checked:
@@ -375,7 +377,7 @@ def _plain_numbers(raw: np.ndarray) -> np.ndarray | None:
         return raw.astype(np.float64, copy=False)
     if raw.dtype != object:
         return None
-    try:  # 0.0 + v: numbers and bools only, as in records_matrix
+    try:  # 0.0 + v: numbers and bools only (float() would also read strings such as '1_000' or 'nan')
         return np.fromiter(map(operator.add, itertools.repeat(0.0), raw), dtype=np.float64, count=len(raw))
     except (TypeError, ValueError, OverflowError):
         pass
