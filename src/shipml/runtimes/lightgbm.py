@@ -24,8 +24,8 @@ def _lgb() -> Any:
 
 
 def import_lean(*, pandas: bool) -> bool:
-    """Import LightGBM without its scikit-learn layer (and without pandas unless ``pandas``), when none of them
-    is imported yet. True when LightGBM was imported so.
+    """Import LightGBM without its scikit-learn layer (and without pandas unless ``pandas``), as far as they are
+    not imported yet. True when LightGBM was imported without at least one of them.
 
     ``import lightgbm`` imports scikit-learn (and through it SciPy's bulk) whenever it is installed, and pandas
     (and through it pyarrow) likewise: ~1.5 s and ~150 MB that predicting a numeric matrix with a Booster never
@@ -34,8 +34,8 @@ def import_lean(*, pandas: bool) -> bool:
     takes DataFrames: a process that will load scikit-learn models holding LightGBM estimators, or LightGBM
     models fed with DataFrames (pandas categoricals), must not call it.
     """
-    blocked = ["sklearn"] if pandas else ["sklearn", "pandas"]
-    if "lightgbm" in sys.modules or any(name in sys.modules for name in blocked):
+    blocked = [name for name in (("sklearn",) if pandas else ("sklearn", "pandas")) if name not in sys.modules]
+    if "lightgbm" in sys.modules or not blocked:
         return False
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError

@@ -1,0 +1,68 @@
+"""shipml's own cost per request, without HTTP: ``ShipmlApp.handle`` driven directly by concurrent callers on
+uvloop, with the body of ``bench/serve_bench.py`` (run that once first to make the data directory).
+
+    taskset -c 0 .venv/bin/python bench/serve_inprocess.py --data-dir /tmp/sb --rows 1 --requests 40000
+    taskset -c 0 .venv/bin/python bench/serve_inprocess.py --data-dir /tmp/sb --rows 100 --requests 2000
+
+What it measures is everything the server does per request except uvicorn's HTTP work: routing, body checks,
+JSON parsing, records -> matrix, batching, the model, the response. Compare with the HTTP floor of
+``serve_bench.py`` to see how much of a request's time is shipml's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from shipml.server.app import ShipmlApp
+from shipml.spec import DeploymentSpec
+
+
+async def run(data: Path, rows: int, requests: int, callers: int) -> tuple[float, set[int]]:
+    body = (data / f"body{rows}.json").read_bytes()
+    spec = DeploymentSpec.model_validate({
+        "registry": str(data / "registry"), "server": {"access_log": False},
+        "endpoints": [{"name": "lgbm", "models": ["lgbm"]}]})
+    app = ShipmlApp(spec)
+    await app.load_models()
+    scope = {"type": "http", "method": "POST", "path": "/predict",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    message = {"type": "http.request", "body": body, "more_body": False}
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return message
+
+    async def send(m: dict[str, Any]) -> None:
+        if m["type"] == "http.response.start":
+            statuses.append(m["status"])
+
+    async def caller(n: int) -> None:
+        for _ in range(n):
+            await app.handle(scope, receive, send)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(requests // callers) for _ in range(callers)))
+    elapsed = time.perf_counter() - started
+    await app.shutdown()
+    return len(statuses) / elapsed, set(statuses)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/sb"))
+    parser.add_argument("--rows", type=int, choices=(1, 100), default=1)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--callers", type=int, default=64)
+    args = parser.parse_args()
+    rate, statuses = uvloop.run(run(args.data_dir, args.rows, args.requests, args.callers))
+    print(f"{args.rows} row(s): {rate:,.0f} req/s, {1e6 / rate:.1f} µs per request, statuses {sorted(statuses)}")
+
+
+if __name__ == "__main__":
+    main()
