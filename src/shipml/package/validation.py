@@ -1,6 +1,6 @@
 """Check input data against a signature, vectorised: one numpy/pandas operation per column and rule, no per-row
 Python loop. The same check serves ``LoadedModel.validate``, the server and batch jobs. Numeric input is checked
-with numpy alone: pandas is imported only for frames, strings, booleans and datetimes.
+with numpy alone: pandas is imported only for frames, strings, booleans, datetimes and wrong-typed values.
 
 ``check(X, signature, policy)`` returns a :class:`Checked`: the input coerced to the signature's types (a
 :class:`Table`), the mask of rows with errors, and the problems found (row, column, rule), the first
