@@ -9,7 +9,6 @@ with numpy alone: pandas is imported only for frames, strings, booleans, datetim
 
 from __future__ import annotations
 
-import itertools
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -189,14 +188,23 @@ def records_matrix(records: Sequence[Any], names: Sequence[str],
         # every record holds every name (else KeyError) and n*k keys in all: so none has an extra key
         if sum(map(len, records)) != n * k:
             return None
-        # numpy picks the type from the values: float/int/bool only when every value is a number or a bool
-        # (a string makes it a string array, a null, a nested object or a huge int an object array)
-        values = np.array(list(map(getter, records)))
-    except (KeyError, TypeError, ValueError, OverflowError):
+        rows = list(map(getter, records))
+    except (KeyError, TypeError):
         return None
-    if values.dtype.kind not in "fiub" or values.shape != (n, k):  # (n, k, m): lists of equal length
+    return _numbers(rows, (n, k))
+
+
+def _numbers(values: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``values`` as a float array of ``shape`` when every one is a number or a bool, else None. numpy picks the
+    type from the values: a string makes a string array; a null, a nested object or a huge int an object array;
+    nested lists of one length an extra dimension (float() would also read strings such as '1_000' or 'nan')."""
+    try:
+        array = np.array(values)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return values.astype(np.float64, copy=False)
+    if array.dtype.kind not in "fiub" or array.shape != shape:
+        return None
+    return array.astype(np.float64, copy=False)
 
 
 def _check_dense(matrix: np.ndarray, signature: Signature, policy: InputPolicy) -> Checked:
@@ -377,11 +385,10 @@ def _plain_numbers(raw: np.ndarray) -> np.ndarray | None:
         return raw.astype(np.float64, copy=False)
     if raw.dtype != object:
         return None
-    try:  # 0.0 + v: numbers and bools only (float() would also read strings such as '1_000' or 'nan')
-        return np.fromiter(map(operator.add, itertools.repeat(0.0), raw), dtype=np.float64, count=len(raw))
-    except (TypeError, ValueError, OverflowError):
-        pass
-    try:  # nulls among the numbers: JSON input of a nullable column
+    numbers = _numbers(raw.tolist(), raw.shape)
+    if numbers is not None:
+        return numbers
+    try:  # nulls among the numbers (0.0 + v: numbers and bools only): JSON input of a nullable column
         return np.fromiter((math.nan if v is None else 0.0 + v for v in raw), dtype=np.float64, count=len(raw))
     except (TypeError, ValueError, OverflowError):
         return None
