@@ -243,6 +243,31 @@ def test_a_request_past_its_deadline_is_dropped_before_inference() -> None:
     asyncio.run(go())
 
 
+def test_deadlines_answer_on_time_while_the_worker_is_still_busy() -> None:
+    """A request in flight, or queued behind a slow batch, answers 504 at its deadline, not when the batch ends;
+    the others of its batch still get their results."""
+    async def go() -> None:
+        worker = Worker(hold_first=True)
+        batcher = make(worker)
+        soon = time.monotonic() + 0.05
+        in_flight = submit(batcher, Item("in-flight"), deadline=soon)
+        await worker.wait_entered()
+        patient = submit(batcher, Item("patient"))
+        queued = submit(batcher, Item("queued"), deadline=soon)
+        done, _ = await asyncio.wait([in_flight, queued], timeout=GUARD_S)  # the worker is still held
+        assert len(done) == 2 and not worker.release.is_set()
+        for task in (in_flight, queued):
+            with pytest.raises(DeadlineExceeded, match="deadline"):
+                task.result()
+        worker.release.set()
+        got = await results([patient])
+        await batcher.stop()
+        assert isinstance(got[0], Done) and got[0].item.name == "patient"
+        assert worker.names() == [["in-flight"], ["patient"]]  # the queued one never reached process
+
+    asyncio.run(go())
+
+
 def test_an_already_expired_request_on_an_idle_batcher_never_reaches_process() -> None:
     async def go() -> None:
         worker = Worker()

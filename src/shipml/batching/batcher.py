@@ -6,14 +6,17 @@ therefore answers a lone request at once, and a busy one makes large batches by 
 held more than one request (traffic is concurrent), the batcher also waits up to ``max_latency_ms`` (measured
 on the monotonic clock from the oldest request's arrival) for the batch to fill.
 
-A request past its deadline is dropped before inference (``DeadlineExceeded``); a full queue refuses new
-requests at once (``Overloaded``), so admitted requests keep their latency.
+A request past its deadline answers ``DeadlineExceeded`` at its deadline, queued or in flight, and is dropped
+before inference when still queued; a full queue refuses new requests at once (``Overloaded``), so admitted
+requests keep their latency. Deadlines are kept by one timer per batcher, armed for the earliest live deadline
+(not one timer per request: that costs more than the rest of the batching).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -63,7 +66,9 @@ class AdaptiveBatcher(Generic[T, R]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shipml-{name}")
         self._last_batch_requests = 0
         self.in_flight = 0
-        self._collecting = 0
+        self._forming: list[Pending[T, R]] = []  # the batch being collected
+        self._running: list[Pending[T, R]] = []  # the batch being predicted
+        self._expiry: asyncio.TimerHandle | None = None
         self._stopping = False
 
     @property
@@ -81,13 +86,16 @@ class AdaptiveBatcher(Generic[T, R]):
         self._stopping = True
         if self._wakeup is not None:
             self._wakeup.set()
-        while (self._queue or self.in_flight or self._collecting) and time.monotonic() < deadline:
+        while (self._queue or self.in_flight or self._forming) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self._executor.shutdown(wait=True)
 
     async def submit(self, payload: T, rows: int, deadline: float) -> R:
@@ -95,11 +103,31 @@ class AdaptiveBatcher(Generic[T, R]):
             raise Overloaded(f"model {self.name} is overloaded ({len(self._queue)} requests queued); retry later")
         if self._task is None:
             self.start()
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
         self._queue.append(Pending(payload, rows, deadline, future))
+        if self._expiry is None:
+            self._expiry = loop.call_later(max(0.0, deadline - time.monotonic()), self._expire)
         assert self._wakeup is not None
         self._wakeup.set()
         return await future
+
+    def _expire(self, granularity_s: float = 0.005) -> None:
+        """Answer every request past its deadline (the timer fired), then re-arm for the earliest one left - at
+        least ``granularity_s`` ahead, so that a stream of expiring requests costs one scan per few ms."""
+        self._expiry = None
+        now = time.monotonic()
+        earliest = float("inf")
+        for pending in itertools.chain(self._running, self._forming, self._queue):
+            if pending.future.done():
+                continue
+            if pending.deadline <= now:
+                pending.future.set_exception(DeadlineExceeded("no answer before the request's deadline"))
+            elif pending.deadline < earliest:
+                earliest = pending.deadline
+        if earliest != float("inf"):
+            delay = max(earliest - now, granularity_s)
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
 
     async def _run(self) -> None:
         assert self._wakeup is not None
@@ -113,6 +141,7 @@ class AdaptiveBatcher(Generic[T, R]):
             if not batch:
                 continue
             self.in_flight = len(batch)
+            self._running = batch
             started = time.monotonic()
             try:
                 outcomes = await loop.run_in_executor(self._executor, self.process, [p.payload for p in batch])
@@ -120,6 +149,7 @@ class AdaptiveBatcher(Generic[T, R]):
                 outcomes = [exc] * len(batch)
             finally:
                 self.in_flight = 0
+                self._running = []
             if len(outcomes) != len(batch):
                 outcomes = [InferenceError(f"model {self.name}: {len(outcomes)} outcomes for {len(batch)} requests")
                             ] * len(batch)
@@ -135,6 +165,7 @@ class AdaptiveBatcher(Generic[T, R]):
 
     async def _collect(self) -> list[Pending[T, R]]:
         batch: list[Pending[T, R]] = []
+        self._forming = batch
         rows = 0
         dropped = 0
         oldest = self._queue[0].enqueued
@@ -154,7 +185,6 @@ class AdaptiveBatcher(Generic[T, R]):
                     continue
                 batch.append(pending)
                 rows += pending.rows
-                self._collecting = len(batch)
             remaining = wait_until - time.monotonic()
             if rows >= self.max_batch_size or remaining <= 0 or (self._queue and batch) or self._stopping:
                 break
@@ -163,7 +193,7 @@ class AdaptiveBatcher(Generic[T, R]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
         self._last_batch_requests = len(batch)
-        self._collecting = 0
+        self._forming = []
         if dropped and self.on_batch is not None:
             self.on_batch(BatchStats(0, 0, dropped, 0.0))
         return batch

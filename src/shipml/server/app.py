@@ -418,11 +418,11 @@ class ShipmlApp:
         return runner, payload
 
     async def infer(self, runner: ModelRunner, data: Any, *, want_proba: bool, state: dict[str, Any]) -> Outcome:
-        deadline = time.monotonic() + self.timeout_s
-        try:  # asyncio.timeout: a timer on this task, no new task per request (unlike wait_for)
-            async with asyncio.timeout(self.timeout_s):
-                outcome = await runner.infer(data, want_proba=want_proba, deadline=deadline)
-        except TimeoutError as exc:
+        """The model's answer, or 504 at the request's deadline (kept by the batcher's timer, queued or in
+        flight: no timer per request)."""
+        try:
+            outcome = await runner.infer(data, want_proba=want_proba, deadline=time.monotonic() + self.timeout_s)
+        except DeadlineExceeded as exc:
             raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
         state["rows"] = len(outcome.predictions)
         return outcome
