@@ -49,6 +49,10 @@ async def run(data: Path, rows: int, requests: int, callers: int) -> tuple[float
     started = time.perf_counter()
     await asyncio.gather(*(caller(requests // callers) for _ in range(callers)))
     elapsed = time.perf_counter() - started
+    labels = {"model": "lgbm", "version": app.endpoints["lgbm"].runner().model.version}
+    batches = app.metrics.registry.get_sample_value("shipml_batch_size_rows_count", labels) or 0
+    rows_predicted = app.metrics.registry.get_sample_value("shipml_batch_size_rows_sum", labels) or 0
+    print(f"{batches:.0f} batches, {rows_predicted / max(batches, 1):.1f} rows per batch on average")
     await app.shutdown()
     return len(statuses) / elapsed, set(statuses)
 

@@ -176,22 +176,33 @@ def record_getter(names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
     return getter
 
 
-def records_matrix(records: Sequence[Any], names: Sequence[str],
-                   getter: Callable[[Any], tuple[Any, ...]] | None = None) -> np.ndarray | None:
-    """Records (one mapping per row) as a float matrix in ``names`` order, or None when they are not plainly
-    that (a missing or extra key, a null, a value that is not a number): the general path then says what is
-    wrong. Values are read in C (itemgetter, numpy's own conversion): no Python loop per row. ``getter``: a
-    :func:`record_getter` for ``names``, made once by callers that convert many requests."""
+def record_rows(records: Sequence[Any], names: Sequence[str],
+                getter: Callable[[Any], tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]] | None:
+    """Records (one mapping per row) as one tuple of values per row in ``names`` order, or None when a record
+    misses a name or has one more (the general path then says what is wrong). Read in C (itemgetter): no Python
+    loop per row. ``getter``: a :func:`record_getter` for ``names``, made once by callers that read many."""
     n, k = len(records), len(names)
     getter = getter or record_getter(names)
     try:
         # every record holds every name (else KeyError) and n*k keys in all: so none has an extra key
         if sum(map(len, records)) != n * k:
             return None
-        rows = list(map(getter, records))
+        return list(map(getter, records))
     except (KeyError, TypeError):
         return None
-    return _numbers(rows, (n, k))
+
+
+def rows_matrix(rows: Sequence[tuple[Any, ...]], k: int) -> np.ndarray | None:
+    """Rows of ``k`` values as a float matrix, or None when a value is not plainly a number (see _numbers)."""
+    return _numbers(rows, (len(rows), k))
+
+
+def records_matrix(records: Sequence[Any], names: Sequence[str],
+                   getter: Callable[[Any], tuple[Any, ...]] | None = None) -> np.ndarray | None:
+    """Records as a float matrix in ``names`` order, or None when they are not plainly that (a missing or extra
+    key, a null, a value that is not a number): the general path then says what is wrong."""
+    rows = record_rows(records, names, getter)
+    return None if rows is None else rows_matrix(rows, len(names))
 
 
 def _numbers(values: Any, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -26,18 +26,22 @@ from shipml.package.validation import (
     dense_signature,
     raw_columns,
     record_getter,
-    records_matrix,
+    record_rows,
+    rows_matrix,
 )
 
 
 @dataclass(frozen=True)
 class Request:
     """One request's input, structurally checked: one raw array per signature column, or (numeric models) one
-    float matrix with the columns in signature order."""
+    float matrix with the columns in signature order, or (numeric models given records) one tuple of values per
+    row in signature order, turned into numbers once per batch (``source``: the records, for the general path
+    when a value is not a number)."""
 
-    columns: dict[str, Any] | np.ndarray
+    columns: dict[str, Any] | np.ndarray | list[tuple[Any, ...]]
     rows: int
     want_proba: bool = True
+    source: Any = None
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,14 @@ class ModelRunner:
     def prepare(self, data: Any, *, want_proba: bool = True) -> Request:
         """Structural checks of one request's input (missing/unknown columns, row limit)."""
         if self.dense:
-            matrix = self._dense(data)
-            if matrix is not None:
-                if matrix.shape[0] > self.max_rows:
-                    raise TooManyRows(f"{matrix.shape[0]} rows in one request; the limit is {self.max_rows}")
-                return Request(matrix, matrix.shape[0], want_proba)
+            dense = self._dense(data)
+            if dense is not None:
+                if len(dense) > self.max_rows:
+                    raise TooManyRows(f"{len(dense)} rows in one request; the limit is {self.max_rows}")
+                return Request(dense, len(dense), want_proba, data)
+        return self._general(data, want_proba)
+
+    def _general(self, data: Any, want_proba: bool) -> Request:
         raw, rows, extra = raw_columns(data, self.model.signature)
         if rows > self.max_rows:
             raise TooManyRows(f"{rows} rows in one request; the limit is {self.max_rows}")
@@ -84,10 +91,11 @@ class ModelRunner:
                               problems)
         return Request({name: raw[name] for name in self.names}, rows, want_proba)
 
-    def _dense(self, data: Any) -> np.ndarray | None:
-        """The request as a float matrix when it plainly is one (records of numbers, a float matrix)."""
+    def _dense(self, data: Any) -> np.ndarray | list[tuple[Any, ...]] | None:
+        """The request as value rows (records holding exactly the signature's names) or a float matrix, when it
+        plainly is one; the rows become numbers in the batch (one conversion for all its requests)."""
         if isinstance(data, list) and data and isinstance(data[0], dict):
-            return records_matrix(data, self.names, self._getter)
+            return record_rows(data, self.names, self._getter)
         if isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == len(self.names) \
                 and data.dtype.kind in "fiu":
             return data.astype(np.float64, copy=False)
@@ -145,10 +153,28 @@ class ModelRunner:
 
     def _merge(self, requests: Sequence[Request]) -> Any:
         parts = [r.columns for r in requests]
-        if all(isinstance(p, np.ndarray) for p in parts):
-            return parts[0] if len(parts) == 1 else np.concatenate(parts)  # type: ignore[arg-type]
-        columns = [p if isinstance(p, dict) else {n: p[:, j] for j, n in enumerate(self.names)} for p in parts]
+        if all(isinstance(p, list) for p in parts):  # value rows of every request: one conversion for all
+            rows = parts[0] if len(parts) == 1 else [row for p in parts for row in p]
+            matrix = rows_matrix(rows, len(self.names))  # type: ignore[arg-type]
+            if matrix is not None:
+                return matrix
+        numeric = [self._numeric(r) for r in requests]
+        if all(isinstance(p, np.ndarray) for p in numeric):
+            return numeric[0] if len(numeric) == 1 else np.concatenate(numeric)  # type: ignore[arg-type]
+        columns = [p if isinstance(p, dict) else {n: p[:, j] for j, n in enumerate(self.names)} for p in numeric]
         return merge_columns(columns, self.names)
+
+    def _numeric(self, request: Request) -> dict[str, Any] | np.ndarray:
+        """A request's input as a float matrix, or as raw columns when some value is not a number (the checks
+        then name the row, column and rule)."""
+        if not isinstance(request.columns, list):
+            return request.columns
+        matrix = rows_matrix(request.columns, len(self.names))
+        if matrix is not None:
+            return matrix
+        general = self._general(request.source, request.want_proba).columns
+        assert isinstance(general, dict)
+        return general
 
 
 def _by_request(problems: list[Problem], bounds: list[tuple[int, int]]) -> list[list[Problem]]:
