@@ -7,14 +7,18 @@ the trees on small batches); class labels are recovered from the probabilities e
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from shipml._optional import import_optional
 from shipml.errors import SchemaError, UnsupportedModelError
 from shipml.runtimes.base import InputFormat, SaveContext, Saved, binary_proba, is_instance_of
+
+if TYPE_CHECKING:
+    from shipml.runtimes.lightgbm_compiled import CompiledLightGBM
 
 FILE = "model.txt"
 
@@ -62,9 +66,33 @@ class LightGBMLoaded:
         self.input_format: InputFormat = "frame" if info.get("pandas_categorical") else "matrix"
         self._labels = np.asarray(self.classes, dtype=object if self.classes and any(
             isinstance(c, str) for c in self.classes) else None) if self.classes else None
+        self._compiled: CompiledLightGBM | None = None
+        # Booster or compiled predictor; swapped by one assignment, so a predicting thread sees one or the other
+        self._raw: Callable[[Any], np.ndarray] = self._booster_raw
 
-    def _raw(self, X: Any) -> np.ndarray:
+    def _booster_raw(self, X: Any) -> np.ndarray:
         return np.asarray(self.booster.predict(X))
+
+    @property
+    def compiled(self) -> bool:
+        """True once predictions go through the compiled model (see :meth:`use_compiled`)."""
+        return self._compiled is not None
+
+    def use_compiled(self, compiled: CompiledLightGBM, sample: np.ndarray, *, rtol: float = 1e-9,
+                     atol: float = 1e-12) -> bool:
+        """Predict with ``compiled`` from now on if it predicts ``sample`` (rows in signature order: the golden
+        sample and more) as the Booster does; True when it switched. The Booster stays, for anything else."""
+        if self.input_format != "matrix" or compiled.num_feature != self.booster.num_feature():
+            return False
+        X = np.ascontiguousarray(sample, dtype=np.float64)
+        if X.ndim != 2 or len(X) == 0:
+            return False
+        expected, got = self._booster_raw(X), compiled.predict(X)
+        if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True):
+            return False
+        self._compiled = compiled
+        self._raw = compiled.predict
+        return True
 
     def predict_with_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         out = self._raw(X)

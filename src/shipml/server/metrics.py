@@ -138,8 +138,8 @@ class RequestStats:
         edges = [*(repr(float(b)) for b in self.bounds), "+Inf"]
         for labels, counts in sorted(self.latency.items()):
             cumulative, total = [], 0.0
-            for edge, n in zip(edges, counts[:-1], strict=True):
-                total += n
+            for edge, count in zip(edges, counts[:-1], strict=True):
+                total += count
                 cumulative.append((edge, total))
             latency.add_metric(list(labels), cumulative, counts[-1])
         yield latency
