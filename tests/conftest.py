@@ -15,9 +15,16 @@ def registry(tmp_path: Path) -> shipml.Registry:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test ever touches the user's ~/.shipml."""
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compile_cache: Path) -> None:
+    """No test ever touches the user's ~/.shipml, nor their cache of compiled models."""
     monkeypatch.setenv("SHIPML_HOME", str(tmp_path / "home-registry"))
+    monkeypatch.setenv("SHIPML_COMPILE_CACHE", str(compile_cache))
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of compiled models for the session (servers started by tests inherit it)."""
+    return tmp_path_factory.mktemp("compiled")
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from shipml.errors import DeadlineExceeded, InferenceError, Overloaded
 
 T = TypeVar("T")
 R = TypeVar("R")
+R2 = TypeVar("R2")
 
 
 @dataclass(eq=False)
@@ -97,6 +98,10 @@ class AdaptiveBatcher(Generic[T, R]):
             self._expiry.cancel()
             self._expiry = None
         self._executor.shutdown(wait=True)
+
+    async def call(self, fn: Callable[[], R2]) -> R2:
+        """Run ``fn`` in the worker thread, between two batches (never at the same time as ``process``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def submit(self, payload: T, rows: int, deadline: float) -> R:
         if len(self._queue) >= self.max_queue:

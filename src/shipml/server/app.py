@@ -35,6 +35,7 @@ from shipml.package.manifest import read_manifest
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
 from shipml.server import http
+from shipml.server.compiled import switch_when_compiled
 from shipml.server.metrics import ServerMetrics
 from shipml.server.openapi import DOCS_HTML, openapi_document
 from shipml.server.v2_routes import V2Routes
@@ -105,6 +106,7 @@ class ShipmlApp:
         self.draining = False
         self._load_task: asyncio.Task[None] | None = None
         self._depth_task: asyncio.Task[None] | None = None
+        self._compiling: list[asyncio.Task[bool]] = []
         limits = spec.limits
         self.max_body = limits.max_body_bytes
         self.timeout_s = limits.request_timeout_ms / 1000.0
@@ -183,6 +185,10 @@ class ShipmlApp:
                     self.metrics.queue_depth.labels(model.name, model.version).set_function(_depth(runner))
                 endpoint.runners[model.version] = runner
                 log.info("model %s ready on endpoint %s", model.ref, endpoint.name)
+                if self.spec.server.compile == "auto":
+                    self._compiling.append(asyncio.get_running_loop().create_task(switch_when_compiled(runner)))
+                else:
+                    runner.compile_status = "off"
         self.loaded = True
         self.metrics.ready.set(1 if self.is_ready else 0)
         if self.metrics.multiprocess:
@@ -225,6 +231,9 @@ class ShipmlApp:
         self.metrics.ready.set(0)
         if self._depth_task is not None:
             self._depth_task.cancel()
+        for task in self._compiling:
+            task.cancel()
+        await asyncio.gather(*self._compiling, return_exceptions=True)
         for endpoint in self.endpoints.values():
             for runner in endpoint.runners.values():
                 await runner.batcher.stop()
@@ -381,6 +390,10 @@ class ShipmlApp:
             body["inputs"] = [c.model_dump(exclude={"pandas_dtype"}) for c in model.signature.inputs]
             body["outputs"] = model.signature.outputs.model_dump()
             body["example"] = {"instances": model.example_records()}
+            runner = endpoint.runner()
+            body["runtime"] = {"name": model.manifest.runtime.name,
+                               "compiled": bool(getattr(model.runtime_model, "compiled", False)),
+                               "compile_status": runner.compile_status}
         await http.send(send, 200, http.json_bytes(body))
         return 200
 
