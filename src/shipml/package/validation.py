@@ -43,25 +43,36 @@ class InputPolicy:
 DEFAULT_POLICY = InputPolicy()
 
 
-@dataclass
 class Table:
     """Input data coerced to the signature: one 1-D array per input column, in signature order.
 
-    A table checked from a float matrix keeps it (``dense``): its columns are views of it, and :meth:`matrix`
-    hands it over without a copy.
+    A table checked from a float matrix keeps it (``dense``): its columns are views of it, made when first
+    asked for, and :meth:`matrix` hands it over without a copy.
     """
 
-    columns: dict[str, np.ndarray]
-    n_rows: int
-    dense: np.ndarray | None = None
+    __slots__ = ("_columns", "_names", "dense", "n_rows")
+
+    def __init__(self, columns: dict[str, np.ndarray] | None, n_rows: int, dense: np.ndarray | None = None,
+                 names: Sequence[str] = ()) -> None:
+        self._columns = columns
+        self._names = names
+        self.n_rows = n_rows
+        self.dense = dense
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        if self._columns is None:
+            assert self.dense is not None
+            self._columns = {name: self.dense[:, j] for j, name in enumerate(self._names)}
+        return self._columns
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray, names: Sequence[str]) -> Table:
-        return cls({name: matrix[:, j] for j, name in enumerate(names)}, matrix.shape[0], matrix)
+        return cls(None, matrix.shape[0], matrix, names)
 
     def take(self, rows: np.ndarray) -> Table:
         if self.dense is not None:
-            return Table.from_matrix(self.dense[rows], list(self.columns))
+            return Table.from_matrix(self.dense[rows], self._names or list(self.columns))
         return Table({k: v[rows] for k, v in self.columns.items()}, len(rows))
 
     def matrix(self, dtype: Any = np.float64) -> np.ndarray:
@@ -222,20 +233,39 @@ def _check_dense(matrix: np.ndarray, signature: Signature, policy: InputPolicy) 
     """:func:`check` for a float matrix and an all-int/float signature: whole-matrix operations, and Python work
     only for the columns that have a problem."""
     out = _Collector(matrix.shape[0], policy.max_problems)
-    null = np.isnan(matrix)
-    specs = signature.inputs
-    lows = np.array([float(c.min) if c.min is not None else -np.inf for c in specs])
-    highs = np.array([float(c.max) if c.max is not None else np.inf for c in specs])
+    lows, highs, ints, unbounded = _dense_bounds(signature)
     with np.errstate(invalid="ignore"):
-        suspect = null | (matrix < lows) | (matrix > highs) | ~np.isfinite(matrix)
-        ints = np.array([c.dtype == "int" for c in specs])
-        if ints.any():
-            suspect[:, ints] |= matrix[:, ints] != np.floor(matrix[:, ints])
-    flagged = np.flatnonzero(suspect.any(axis=0))
-    for j in flagged:  # the rare columns with something to say: the per-column rules, in the usual order
+        suspect = np.asarray(~((matrix >= lows) & (matrix <= highs)).all(axis=0))  # nulls compare False too
+        if len(unbounded):  # where a bound is infinite, so may a value be
+            suspect[unbounded] |= ~np.isfinite(matrix[:, unbounded]).all(axis=0)
+        if len(ints):
+            part = matrix[:, ints]
+            suspect[ints] |= (part != np.floor(part)).any(axis=0)
+    specs = signature.inputs
+    for j in np.flatnonzero(suspect):  # the rare columns with something to say: the per-column rules, in order
         _check_column(specs[j], matrix[:, j], out, policy)
     return Checked(Table.from_matrix(matrix, signature.names), out.bad_rows, out.problems, out.n_errors,
                    out.n_warnings)
+
+
+_BOUNDS: dict[int, tuple[Signature, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
+def _dense_bounds(signature: Signature) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lows, highs, int columns, columns with an infinite bound) of an all-numeric signature, made once per
+    signature object (a server checks every batch against the same one)."""
+    cached = _BOUNDS.get(id(signature))
+    if cached is not None and cached[0] is signature:
+        return cached[1]
+    specs = signature.inputs
+    lows = np.array([float(c.min) if c.min is not None else -np.inf for c in specs])
+    highs = np.array([float(c.max) if c.max is not None else np.inf for c in specs])
+    ints = np.flatnonzero([c.dtype == "int" for c in specs])
+    unbounded = np.flatnonzero(~(np.isfinite(lows) & np.isfinite(highs)))
+    if len(_BOUNDS) >= 256:
+        _BOUNDS.clear()
+    _BOUNDS[id(signature)] = (signature, (lows, highs, ints, unbounded))  # keeps it alive: ids stay unique
+    return lows, highs, ints, unbounded
 
 
 # -- turning what the user gave into named raw columns ------------------------------------------------------
