@@ -126,7 +126,7 @@ def test_the_cache_is_reused_private_and_written_atomically(tmp_path: Path, cach
     model_file = _binary_with_missing(tmp_path)
     obj = lc.compile_to_cache(model_file)
     assert obj.parent == cache
-    assert obj.name == f"{lc.cache_key(model_file.read_bytes())}.o"
+    assert obj.name == f"{lc.cache_key(model_file.read_bytes())}.so"
     assert os.stat(cache).st_mode & 0o777 == 0o700
     assert obj.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in cache.iterdir()) == [obj.name]  # no temp files left behind
@@ -155,7 +155,7 @@ def test_the_key_follows_the_model_text(tmp_path: Path) -> None:
     assert lc.load_cached(second) is None
 
 
-def test_an_object_file_others_may_write_is_not_loaded(tmp_path: Path,
+def test_a_library_others_may_write_is_not_loaded(tmp_path: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     model_file = _binary_with_missing(tmp_path)
     obj = lc.compile_to_cache(model_file)
@@ -163,15 +163,15 @@ def test_an_object_file_others_may_write_is_not_loaded(tmp_path: Path,
     with caplog.at_level(logging.WARNING, "shipml.runtimes.lightgbm_compiled"):
         assert lc.load_cached(model_file) is None
     assert obj.name in caplog.text and "writable by others" in caplog.text
-    assert lc.compile_to_cache(model_file) == obj  # an untrusted object is compiled afresh
+    assert lc.compile_to_cache(model_file) == obj  # an untrusted library is compiled afresh
     assert obj.stat().st_mode & 0o777 == 0o600
     assert lc.load_cached(model_file) is not None
 
 
-def test_a_symlinked_object_file_is_not_loaded(tmp_path: Path) -> None:
+def test_a_symlinked_library_is_not_loaded(tmp_path: Path) -> None:
     model_file = _binary_with_missing(tmp_path)
     obj = lc.compile_to_cache(model_file)
-    elsewhere = tmp_path / "elsewhere.o"
+    elsewhere = tmp_path / "elsewhere.so"
     obj.rename(elsewhere)
     obj.symlink_to(elsewhere)
     assert lc.load_cached(model_file) is None
@@ -270,13 +270,36 @@ def _entry_point(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, check=False)
 
 
-def test_the_entry_point_compiles_and_prints_the_object_path(tmp_path: Path, cache: Path) -> None:
+def test_the_entry_point_compiles_and_prints_the_library_path(tmp_path: Path, cache: Path) -> None:
     model_file = _regression(tmp_path)
     done = _entry_point(str(model_file))
     assert done.returncode == 0, done.stderr
     obj = Path(done.stdout.strip())
     assert obj.parent == cache and obj.is_file()
     assert lc.load_cached(model_file) is not None  # what the subprocess wrote, this process loads
+
+
+LOAD_WITHOUT_LLVM = """
+import sys
+import numpy as np
+from pathlib import Path
+from shipml.runtimes import lightgbm_compiled as lc
+assert lc.available()
+compiled = lc.load_cached(Path(sys.argv[1]))
+assert compiled is not None
+compiled.predict(np.zeros((3, compiled.num_feature)))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("llvmlite", "lleaves", "pandas")))
+"""
+
+
+def test_loading_and_predicting_never_import_llvm(tmp_path: Path, cache: Path) -> None:
+    """A server loads the library with ctypes: LLVM (~90 MB resident) and lleaves stay in the compiling process."""
+    model_file = _regression(tmp_path)
+    lc.compile_to_cache(model_file)
+    done = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_LLVM, str(model_file)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_entry_point_fails_with_one_line(tmp_path: Path, cache: Path) -> None:

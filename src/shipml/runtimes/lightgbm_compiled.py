@@ -1,11 +1,13 @@
 """A LightGBM model compiled to native code by lleaves: ~5x faster than ``Booster.predict`` on small batches.
 
 Compiling takes seconds to minutes, so it happens once per model, CPU and compiler version, into a cache of
-object files (``compile_to_cache``, or ``python -m shipml.runtimes.lightgbm_compiled MODEL_TXT`` in a separate,
-``nice``d process); a server then loads the object file (``load_cached``, fast) and hands it to
+shared libraries (``compile_to_cache``, or ``python -m shipml.runtimes.lightgbm_compiled MODEL_TXT`` in a
+separate, ``nice``d process): lleaves turns the trees into an object file with LLVM, and the system's C compiler
+driver (``cc``) links it into a shared library. A server then loads the library with ctypes (``load_cached``:
+fast, and without LLVM, which would add ~90 MB to the server's memory) and hands it to
 ``LightGBMLoaded.use_compiled``, which switches to it only when it predicts what the Booster predicts.
 
-Loading an object file runs its native code, so only files the current user wrote, in a directory only they can
+Loading a library runs its native code, so only files the current user wrote, in a directory only they can
 write to, are loaded. The cache key covers the model text, the lleaves and llvmlite versions and the host CPU
 (code compiled for another CPU may execute instructions this one lacks).
 
@@ -19,13 +21,16 @@ mode with several classes (lleaves averages only the first class), which lleaves
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import platform
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -42,6 +47,8 @@ log = logging.getLogger("shipml.runtimes.lightgbm_compiled")
 
 #: lleaves' compile options, spelled out so that the cache key covers them.
 _COMPILE_OPTIONS: dict[str, Any] = {"fblocksize": 34, "fcodemodel": "large", "finline": True, "use_fp64": True}
+_ENTRY = "forest_root"  # lleaves' entry point: void forest_root(double *rows, double *out, int32 start, int32 end)
+_LINK_TIMEOUT_S = 600
 _LLVMLITE_TOO_NEW = (0, 44)  # llvmlite 0.44 removed llvm.initialize(), which lleaves 1.3 calls
 _ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold: |x| <= this is zero
 _OBJECTIVES = frozenset({
@@ -51,9 +58,8 @@ _OBJECTIVES = frozenset({
 
 
 def _llvmlite_version() -> tuple[int, ...]:
-    import llvmlite
-
-    return tuple(int(part) for part in llvmlite.__version__.split(".")[:2] if part.isdigit())
+    version = importlib.metadata.version("llvmlite")
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
 
 
 def _lleaves() -> Any:
@@ -64,20 +70,34 @@ def _lleaves() -> Any:
     return lleaves
 
 
-def available() -> bool:
-    """True when lleaves and an llvmlite it works with import (a broken llvmlite install counts as missing)."""
-    try:
-        _lleaves()
-        import llvmlite.binding  # loads LLVM's shared library
+def _linker() -> str | None:
+    return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
-        llvmlite.binding.get_host_cpu_name()
-    except Exception:
+
+def available() -> bool:
+    """True when models can be compiled here: lleaves and an llvmlite it works with are installed, and a C
+    compiler driver to link with. Imports neither (LLVM is only ever loaded by the compiling process)."""
+    try:
+        if importlib.util.find_spec("lleaves") is None or importlib.util.find_spec("llvmlite") is None:
+            return False
+        return _llvmlite_version() < _LLVMLITE_TOO_NEW and _linker() is not None
+    except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
         return False
-    return True
 
 
 def _versions() -> tuple[str, str]:
     return importlib.metadata.version("lleaves"), importlib.metadata.version("llvmlite")
+
+
+def _host_cpu() -> str:
+    """This CPU's model and instruction-set flags, as the OS reports them (no LLVM needed)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor()
+    first = text.split("\n\n", 1)[0]
+    wanted = ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU implementer", "CPU part")
+    return "\n".join(line for line in first.splitlines() if line.split(":", 1)[0].strip() in wanted)
 
 
 def cache_dir() -> Path:
@@ -97,15 +117,8 @@ def _created(directory: Path) -> Path:
 
 def cache_key(model_text: bytes) -> str:
     """sha256 over the model text, the compiler (lleaves, llvmlite, options) and the host CPU."""
-    import llvmlite.binding as llvm
-
-    try:
-        features = llvm.get_host_cpu_features().flatten()
-    except RuntimeError:  # LLVM cannot detect them; lleaves then compiles for none, as the key says
-        features = ""
     digest = hashlib.sha256(model_text)
-    for part in (*_versions(), repr(sorted(_COMPILE_OPTIONS.items())), platform.machine(),
-                 llvm.get_process_triple(), llvm.get_host_cpu_name(), features):
+    for part in (*_versions(), repr(sorted(_COMPILE_OPTIONS.items())), platform.machine(), _host_cpu()):
         digest.update(b"\0" + part.encode())
     return digest.hexdigest()
 
@@ -162,10 +175,14 @@ def _zero_missing_columns(lines: list[str]) -> tuple[int, ...]:
 
 
 class CompiledLightGBM:
-    """A compiled LightGBM model: ``predict`` returns what ``Booster.predict`` returns, in one thread."""
+    """A compiled LightGBM model: ``predict`` returns what ``Booster.predict`` returns, in the calling thread
+    (ctypes releases the GIL for the call)."""
 
-    def __init__(self, model: Any, facts: _Facts, path: Path) -> None:
-        self._model = model
+    def __init__(self, library: ctypes.CDLL, facts: _Facts, path: Path) -> None:
+        self._library = library  # keeps the library loaded
+        self._entry = getattr(library, _ENTRY)
+        self._entry.restype = None
+        self._entry.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32]
         self._zero_missing = list(facts.zero_missing_columns)
         self.num_feature = facts.num_feature
         self.num_class = facts.num_class
@@ -176,11 +193,17 @@ class CompiledLightGBM:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.num_feature:
             raise SchemaError(f"input has shape {X.shape}, the model takes (rows, {self.num_feature})")
+        n = X.shape[0]
+        if n >= 2**31 - 1:  # the row range is passed as int32
+            raise SchemaError(f"{n} rows in one call; at most {2**31 - 2}")
         if self._zero_missing:
             X = X.copy()
             part = X[:, self._zero_missing]
             X[:, self._zero_missing] = np.where(np.abs(part) <= _ZERO_THRESHOLD, 0.0, part)
-        return np.asarray(self._model.predict(X, n_jobs=1))
+        out = np.zeros(n if self.num_class == 1 else (n, self.num_class))  # the trees add into it
+        if n:
+            self._entry(X.ctypes.data, out.ctypes.data, 0, n)
+        return out
 
 
 def _read(model_file: Path) -> tuple[bytes, _Facts]:
@@ -210,63 +233,71 @@ def _trust_problem(directory: Path, obj: Path) -> str | None:
 
 
 def compile_to_cache(model_file: Path, *, cache: Path | None = None) -> Path:
-    """Compile ``model_file`` into the cache (``<cache_key>.o``, mode 0600, written atomically) and return the
-    object's path; an object already there and trusted is kept. Takes seconds to minutes, much of it holding the
-    GIL (lleaves builds the LLVM IR in Python): a server runs ``python -m shipml.runtimes.lightgbm_compiled``."""
+    """Compile ``model_file`` into the cache (``<cache_key>.so``, mode 0600, written atomically) and return the
+    library's path; one already there and trusted is kept. Takes seconds to minutes, much of it holding the GIL
+    (lleaves builds the LLVM IR in Python): a server runs ``python -m shipml.runtimes.lightgbm_compiled``."""
     lleaves = _lleaves()
+    linker = _linker()
+    if linker is None:
+        raise DependencyError("no C compiler driver (cc, gcc or clang) to link the compiled model with")
     model_file = Path(model_file)
     text, _ = _read(model_file)
     directory = _created(cache) if cache is not None else cache_dir()
     problem = _unsafe(directory.stat(), f"cache directory {directory}")
     if problem:
         raise ShipmlError(f"will not compile into {directory}: {problem}")
-    target = directory / f"{cache_key(text)}.o"
+    target = directory / f"{cache_key(text)}.so"
     if target.exists() and _trust_problem(directory, target) is None:
         return target
     work = Path(tempfile.mkdtemp(prefix=".compiling-", dir=directory))  # 0700, same filesystem as target
     try:
         # compile the bytes that were hashed, not whatever the file holds by now
         (work / "model.txt").write_bytes(text)
-        partial = work / "model.o"
+        obj, library = work / "model.o", work / "model.so"
         try:
-            lleaves.Model(model_file=str(work / "model.txt")).compile(cache=str(partial), **_COMPILE_OPTIONS)
+            lleaves.Model(model_file=str(work / "model.txt")).compile(cache=str(obj), **_COMPILE_OPTIONS)
         except Exception as exc:  # lleaves raises ValueError, AssertionError, RuntimeError at will
             reason = f"{type(exc).__name__}: {exc}"
             raise UnsupportedModelError(f"lleaves cannot compile {model_file.name}: {reason}") from exc
-        if not partial.is_file():
+        if not obj.is_file():
             raise ShipmlError(f"lleaves wrote no object file for {model_file.name}")
-        partial.chmod(0o600)
-        os.replace(partial, target)
+        linked = subprocess.run([linker, "-shared", "-o", str(library), str(obj), "-lm"], capture_output=True,
+                                text=True, timeout=_LINK_TIMEOUT_S, check=False)
+        if linked.returncode != 0 or not library.is_file():
+            why = (linked.stderr.strip().splitlines() or [f"exit code {linked.returncode}"])[-1]
+            raise ShipmlError(f"linking the compiled {model_file.name} failed: {why[:300]}")
+        library.chmod(0o600)
+        os.replace(library, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
 
 
 def load_cached(model_file: Path, *, cache: Path | None = None) -> CompiledLightGBM | None:
-    """The compiled ``model_file`` when the cache holds a trusted object file for it, else None (an untrusted one
-    is logged). Never compiles; UnsupportedModelError when lleaves cannot compile this model at all."""
-    lleaves = _lleaves()
+    """The compiled ``model_file`` when the cache holds a trusted library for it, else None (an untrusted one
+    is logged). Never compiles, never loads LLVM; UnsupportedModelError when lleaves cannot compile this model."""
     model_file = Path(model_file)
     text, facts = _read(model_file)
     directory = _created(cache) if cache is not None else cache_dir()
-    obj = directory / f"{cache_key(text)}.o"
-    if not obj.exists():
+    path = directory / f"{cache_key(text)}.so"
+    if not path.exists():
         return None
-    problem = _trust_problem(directory, obj)
+    problem = _trust_problem(directory, path)
     if problem:
-        log.warning("not loading compiled model %s: %s", obj, problem)
+        log.warning("not loading compiled model %s: %s", path, problem)
         return None
-    model = lleaves.Model(model_file=str(model_file))
-    if (model.num_feature(), model.num_model_per_iteration()) != (facts.num_feature, facts.num_class):
-        return None  # the file changed since it was read: its object would read rows of another width
-    model.compile(cache=str(obj), **_COMPILE_OPTIONS)
-    return CompiledLightGBM(model, facts, obj)
+    try:
+        library = ctypes.CDLL(str(path))
+        return CompiledLightGBM(library, facts, path)
+    except (OSError, AttributeError) as exc:  # not a library, or not one of ours
+        log.warning("not loading compiled model %s: %s", path, exc)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shipml.runtimes.lightgbm_compiled",
-        description="Compile a LightGBM text model with lleaves into shipml's cache and print the object file's path.")
+        description="Compile a LightGBM text model with lleaves into shipml's cache and print the library's path.")
     parser.add_argument("model_txt", type=Path, help="the model in LightGBM's text format")
     args = parser.parse_args(argv)
     try:
