@@ -31,7 +31,7 @@ R = TypeVar("R")
 R2 = TypeVar("R2")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending(Generic[T, R]):
     payload: T
     rows: int

@@ -31,7 +31,7 @@ from shipml.package.validation import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs ~1.5 µs more to make, once per request
 class Request:
     """One request's input, structurally checked: one raw array per signature column, or (numeric models) one
     float matrix with the columns in signature order, or (numeric models given records) one tuple of values per
@@ -44,7 +44,7 @@ class Request:
     source: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     predictions: np.ndarray
     probabilities: np.ndarray | None
