@@ -46,6 +46,9 @@ class ServerSpec(_Strict):
         "auto", description="auto: LightGBM models switch to a compiled form (3-6x faster per row) once it is"
                             " compiled in the background and proven to give the same outputs; needs"
                             " shipml[compiled]")
+    http: Literal["uvicorn", "granian"] = Field(
+        "uvicorn", description="HTTP server: uvicorn (uvloop + httptools), or granian (HTTP parsed in Rust,"
+                               " the app called through RSGI: less time per request outside the app)")
 
 
 class BatchingSpec(_Strict):

@@ -52,6 +52,12 @@ def mixed_data(rows: int = 300, seed: int = 1) -> pd.DataFrame:
     })
 
 
+@pytest.fixture(params=["uvicorn", "granian"])
+def http_backend(request: pytest.FixtureRequest) -> str:
+    """The HTTP server a test runs on: the tests that take this fixture run once on each."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def served_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``clf``: LightGBM on 6 floats (1.0.0 and 1.1.0); ``churn``: sklearn pipeline with an integer, a float,

@@ -1,9 +1,11 @@
-"""A real `shipml serve` process on 127.0.0.1, driven over HTTP."""
+"""A real `shipml serve` process on 127.0.0.1, driven over HTTP, on each HTTP backend (uvicorn, granian)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,8 +38,8 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame) -
 
 
 @pytest.fixture
-def server(registry_dir: Path, tmp_path: Path) -> Iterator[Server]:
-    s = start(registry_dir, tmp_path, limits={"max_body_bytes": 200_000, "max_rows": 500})
+def server(registry_dir: Path, tmp_path: Path, http_backend: str) -> Iterator[Server]:
+    s = start(registry_dir, tmp_path, http=http_backend, limits={"max_body_bytes": 200_000, "max_rows": 500})
     yield s
     s.stop()
 
@@ -116,9 +118,18 @@ def test_limits_and_errors_never_leak(server: Server, data: pd.DataFrame, regist
         assert str(registry_dir) not in text and "Traceback" not in text
 
 
-def test_sigterm_under_load_loses_no_admitted_request(registry_dir: Path, tmp_path: Path,
-                                                     data: pd.DataFrame) -> None:
-    server = start(registry_dir, tmp_path)
+def test_a_port_in_use_is_refused(server: Server, registry_dir: Path, http_backend: str) -> None:
+    """Even by a second granian server, whose socket would share the port (SO_REUSEPORT) were it let bind."""
+    second = subprocess.run([sys.executable, "-m", "shipml.cli", "--registry", str(registry_dir), "serve", "clf",
+                             "--port", str(server.port), "--http", http_backend],
+                            check=False, capture_output=True, timeout=60)
+    assert second.returncode != 0 and b"in use" in second.stderr.lower(), second.stderr
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_sigterm_under_load_loses_no_admitted_request(registry_dir: Path, tmp_path: Path, data: pd.DataFrame,
+                                                     http_backend: str) -> None:
+    server = start(registry_dir, tmp_path, http=http_backend)
     payload = {"instances": data.head(5).to_dict("records")}
     stop_at = time.monotonic() + 30
 

@@ -1,5 +1,6 @@
-"""Auth on a real server: every route x method, without a token, with each scope, with a token for another
-model, and with broken tokens. Health and docs stay open; metrics are open or admin-only as configured."""
+"""Auth on a real server (on each HTTP backend): every route x method, without a token, with each scope, with a
+token for another model, and with broken tokens. Health and docs stay open; metrics are open or admin-only as
+configured."""
 
 from __future__ import annotations
 
@@ -65,10 +66,10 @@ def tokens(served_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return made
 
 
-@pytest.fixture(scope="module")
-def server(served_registry: Path, tokens: dict[str, str],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = start(served_registry, tmp_path_factory.mktemp("auth"),
+@pytest.fixture(scope="module", params=["uvicorn", "granian"])
+def server(served_registry: Path, tokens: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[Server]:
+    s = start(served_registry, tmp_path_factory.mktemp("auth"), http=request.param,
               endpoints=[{"name": "clf", "models": ["clf:1.1.0"]}, {"name": "churn", "models": ["churn"]}],
               auth={"enabled": True, "tokens_file": tokens["store"]})
     yield s

@@ -1,11 +1,16 @@
-"""Overload and deadlines on a real server, with a model that sleeps on request: a full queue answers 503 with
-Retry-After while admitted requests complete; a request past its deadline answers 504 and, when still queued, is
-dropped before inference."""
+"""Overload, deadlines and shutdown on a real server (each test on each HTTP backend), with a model that sleeps on
+request: a full queue answers 503 with Retry-After while admitted requests complete; a request past its deadline
+answers 504 and, when still queued, is dropped before inference; a body over the limit is refused before it has
+all been sent; a request still running when the graceful timeout ends is cancelled, and a second signal exits at
+once."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import re
+import signal
+import socket
 import time
 from pathlib import Path
 
@@ -30,9 +35,9 @@ def metric(server: Server, name: str) -> float:
     return total
 
 
-def test_full_queue_gets_503_with_retry_after_and_admitted_requests_complete(served_registry: Path,
-                                                                            tmp_path: Path) -> None:
-    server = start(served_registry, tmp_path, endpoints=[{"name": "sleepy", "models": ["sleepy"]}],
+def test_full_queue_gets_503_with_retry_after_and_admitted_requests_complete(served_registry: Path, tmp_path: Path,
+                                                                            http_backend: str) -> None:
+    server = start(served_registry, tmp_path, http=http_backend, endpoints=[{"name": "sleepy", "models": ["sleepy"]}],
                    batching={"max_batch_size": 1, "max_latency_ms": 0}, limits={"max_queue": 2})
     try:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -54,9 +59,9 @@ def test_full_queue_gets_503_with_retry_after_and_admitted_requests_complete(ser
         assert server.stop() == 0
 
 
-def test_deadline_gives_504_and_queued_requests_are_dropped_before_inference(served_registry: Path,
-                                                                           tmp_path: Path) -> None:
-    server = start(served_registry, tmp_path, endpoints=[{"name": "sleepy", "models": ["sleepy"]}],
+def test_deadline_gives_504_and_queued_requests_are_dropped_before_inference(served_registry: Path, tmp_path: Path,
+                                                                           http_backend: str) -> None:
+    server = start(served_registry, tmp_path, http=http_backend, endpoints=[{"name": "sleepy", "models": ["sleepy"]}],
                    batching={"max_batch_size": 1, "max_latency_ms": 0}, limits={"request_timeout_ms": 400})
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -73,3 +78,60 @@ def test_deadline_gives_504_and_queued_requests_are_dropped_before_inference(ser
         assert fine.status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def status_code(sock: socket.socket) -> int:
+    """The status of the answer, read while the request body is still unfinished."""
+    answer = b""
+    while b"\r\n" not in answer:
+        data = sock.recv(4096)
+        if not data:
+            break
+        answer += data
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_body_over_the_limit_is_refused_before_it_is_all_sent(served_registry: Path, tmp_path: Path,
+                                                              http_backend: str) -> None:
+    server = start(served_registry, tmp_path, http=http_backend, limits={"max_body_bytes": 100_000})
+    head = b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:  # 64 KB of a 50 MB body
+            sock.sendall(head + b"Content-Length: 50000000\r\n\r\n" + b" " * 65536)
+            assert status_code(sock) == 413
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:  # no length: 160 KB sent
+            sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b" " * 32768
+            for _ in range(5):  # and the last chunk never comes
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            assert status_code(sock) == 413
+        assert httpx.post(server.url + "/predict", json={"instances": []}).status_code != 413
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_shutdown_does_not_wait_for_a_request_past_the_graceful_timeout(served_registry: Path, tmp_path: Path,
+                                                                         http_backend: str, signals: int) -> None:
+    """One signal: the request still running once the graceful timeout is over is cancelled (its client gets an
+    answer or a closed connection at once; the process exits 0 when the model's thread returns). A second
+    signal exits at once."""
+    server = start(served_registry, tmp_path, http=http_backend, endpoints=[{"name": "sleepy", "models": ["sleepy"]}],
+                   server={"drain_delay_s": 0.2, "graceful_timeout_s": 1 if signals == 1 else 30})
+
+    def call() -> float:
+        with contextlib.suppress(httpx.TransportError):  # the answer, or a closed connection: at once
+            httpx.post(server.url + "/predict", json=body(5.0), timeout=20)
+        return time.monotonic()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(call)
+        time.sleep(0.5)  # the request is in inference, for 5 s
+        stopped = time.monotonic()
+        for _ in range(signals):
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        answered = slow.result(timeout=20)
+    server.proc.communicate(timeout=20)
+    assert server.proc.returncode == 0
+    assert answered - stopped < 3.5  # 0.2 s of drain + 1 s of grace, or at once: not after the 5 s of inference

@@ -1,5 +1,5 @@
-"""The Open Inference Protocol v2 routes of a real server, driven by the real tritonclient, and the API
-description (/openapi.json, /docs, /models/{name})."""
+"""The Open Inference Protocol v2 routes of a real server (on each HTTP backend), driven by the real tritonclient,
+and the API description (/openapi.json, /docs, /models/{name})."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from tests.e2e.server_process import Server, start
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(served_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["uvicorn", "granian"])
+def server(served_registry: Path, tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("v2")
-    s = start(served_registry, directory, limits={"max_rows": 50}, stdout=directory / "access.log",
+    s = start(served_registry, directory, http=request.param, limits={"max_rows": 50}, stdout=directory / "access.log",
               endpoints=[{"name": "clf", "models": ["clf:1.1.0", "clf:1.0.0"]},
                          {"name": "churn", "models": ["churn"]}])
     yield s

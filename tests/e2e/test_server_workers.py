@@ -1,5 +1,5 @@
-"""Several worker processes behind one socket: each scrape of /metrics reaches one worker, and must still count
-the requests every worker served."""
+"""Several worker processes behind one port (uvicorn: one shared socket; granian: one SO_REUSEPORT socket each):
+each scrape of /metrics reaches one worker, and must still count the requests every worker served."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def predict_count(text: str) -> float:
                if line.startswith("shipml_requests_total{") and 'route="predict"' in line and 'code="200"' in line)
 
 
-def test_metrics_add_up_over_workers(served_registry: Path, tmp_path: Path) -> None:
-    server = start(served_registry, tmp_path, server={"workers": 2})
+def test_metrics_add_up_over_workers(served_registry: Path, tmp_path: Path, http_backend: str) -> None:
+    server = start(served_registry, tmp_path, http=http_backend, server={"workers": 2})
     body = {"instances": numeric_data().head(2).to_dict("records")}
     try:
         workers: set[str] = set()

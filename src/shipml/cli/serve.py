@@ -15,6 +15,8 @@ from shipml.cli._common import Context, handle_errors
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 8000).")
 @click.option("--workers", type=int, help="Worker processes (default 1).")
+@click.option("--http", type=click.Choice(["uvicorn", "granian"]),
+              help="HTTP server (default uvicorn); granian parses HTTP in Rust, with less time per request.")
 @click.option("--max-batch-size", type=int, help="Rows merged into one predict call at most.")
 @click.option("--max-latency-ms", type=float, help="Longest a request waits for a batch to fill.")
 @click.option("--no-access-log", is_flag=True, help="Do not log one JSON line per request.")
@@ -22,7 +24,7 @@ from shipml.cli._common import Context, handle_errors
 @click.pass_obj
 @handle_errors
 def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, host: str | None,
-                  port: int | None, workers: int | None, max_batch_size: int | None,
+                  port: int | None, workers: int | None, http: str | None, max_batch_size: int | None,
                   max_latency_ms: float | None, no_access_log: bool, check: bool) -> None:
     """Serve models over HTTP: REFS (name, name:1.2.0, name@alias) or a --spec file.
 
@@ -39,7 +41,7 @@ def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, ho
     spec = load_spec(spec_path) if spec_path else spec_for_refs(list(refs))
     data: dict[str, Any] = spec.model_dump(mode="json")
     server = data["server"]
-    for key, value in (("host", host), ("port", port), ("workers", workers)):
+    for key, value in (("host", host), ("port", port), ("workers", workers), ("http", http)):
         if value is not None:
             server[key] = value
     if no_access_log:
@@ -55,7 +57,7 @@ def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, ho
         click.echo(spec.to_yaml(), nl=False)
         return
     click.echo(f"shipml serving {', '.join(e.name for e in spec.endpoints)} on http://{spec.server.host}:"
-               f"{spec.server.port} ({spec.server.workers} worker(s))", err=True)
+               f"{spec.server.port} ({spec.server.workers} worker(s), {spec.server.http})", err=True)
     serve(spec)
 
 

@@ -1,8 +1,13 @@
-"""Run the app under uvicorn (uvloop + httptools), with graceful shutdown and several worker processes.
+"""Run the app under uvicorn (uvloop + httptools) or granian (``server.http``), with graceful shutdown and
+several worker processes.
 
 On SIGTERM (or SIGINT) a worker first drains: readiness turns 503 at once while requests keep being served for
-``drain_delay_s`` (so load balancers stop sending traffic), then uvicorn stops accepting, lets in-flight
-requests finish and exits - all within ``graceful_timeout_s``. A second signal exits at once.
+``drain_delay_s`` (so load balancers stop sending traffic), then the server stops accepting, lets in-flight
+requests finish and exits - all within ``graceful_timeout_s``. A second signal exits at once. This module
+does it for uvicorn; ``rsgi.py`` does the same for granian.
+
+Several workers share one port: for uvicorn the parent binds the socket and passes it to each worker; granian
+binds every worker's socket with SO_REUSEPORT, so the parent only checks that the port is free.
 """
 
 from __future__ import annotations
@@ -89,22 +94,37 @@ def _config(asgi: Any, spec: DeploymentSpec) -> uvicorn.Config:
     )
 
 
-def _run_worker(spec: DeploymentSpec, sock: socket.socket | None) -> None:
+def _run_uvicorn(spec: DeploymentSpec, sock: socket.socket | None) -> None:
     configure_logging()
     app, asgi = build_app(spec)
     server = DrainingServer(_config(asgi, spec), app, spec.server.drain_delay_s)
     server.run(sockets=[sock] if sock is not None else None)
 
 
+def _run_granian(spec: DeploymentSpec, address: str | None) -> None:
+    from shipml.server.rsgi import serve_granian
+
+    configure_logging()
+    serve_granian(spec, address)
+
+
 def serve(spec: DeploymentSpec) -> None:
     """Serve until a signal says stop. Blocks."""
+    granian = spec.server.http == "granian"
+    run: Any = _run_granian if granian else _run_uvicorn
     if spec.server.workers == 1:
-        _run_worker(spec, None)
+        run(spec, None)
         return
-    sock = _config(None, spec).bind_socket()
+    listener: socket.socket | str  # what each worker listens with: uvicorn's shared socket, or granian's address
+    if granian:
+        from shipml.server.rsgi import listen_address
+
+        listener = listen_address(spec.server.host, spec.server.port)
+    else:
+        listener = _config(None, spec).bind_socket()
     metrics_dir = _multiprocess_metrics_dir()
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_run_worker, args=(spec, sock), name=f"shipml-worker-{i}")
+    workers = [ctx.Process(target=run, args=(spec, listener), name=f"shipml-worker-{i}")
                for i in range(spec.server.workers)]
     for w in workers:
         w.start()
@@ -123,9 +143,14 @@ def serve(spec: DeploymentSpec) -> None:
         for w in workers:
             w.join()
     finally:
-        sock.close()
+        if isinstance(listener, socket.socket):
+            listener.close()
         if metrics_dir is not None:
             metrics_dir.cleanup()
+    failed = [w.name for w in workers if w.exitcode != 0]
+    if failed:
+        log.error("worker(s) %s exited with an error", ", ".join(failed))
+        sys.exit(1)
 
 
 def _multiprocess_metrics_dir() -> tempfile.TemporaryDirectory[str] | None:
