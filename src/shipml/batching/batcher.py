@@ -53,7 +53,7 @@ Process = Callable[[Sequence[T]], Sequence["R | Exception"]]
 
 class AdaptiveBatcher(Generic[T, R]):
     def __init__(self, process: Callable[[Sequence[T]], Sequence[R | Exception]], *, name: str,
-                 max_batch_size: int = 64, max_latency_ms: float = 2.0, max_queue: int = 2048,
+                 max_batch_size: int = 1024, max_latency_ms: float = 2.0, max_queue: int = 2048,
                  on_batch: Callable[[BatchStats], None] | None = None) -> None:
         self.process = process
         self.name = name
