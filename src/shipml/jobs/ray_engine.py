@@ -18,6 +18,8 @@ from shipml.jobs import scoring
 from shipml.jobs.report import PartResult
 from shipml.jobs.spec import JobSpec, PartSpec
 
+ACTORS_START_TIMEOUT_S = 300
+
 OnResult = Callable[[PartResult], None]
 
 
@@ -76,14 +78,21 @@ def run_ray(job: JobSpec, parts: Sequence[PartSpec], workers: int | None, addres
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+        # every worker asked for starts before the first part is handed out: else the first actor up may score
+        # everything while the others are still importing (seen on a busy 2-core machine)
+        context.wait_for_min_actors_s = ACTORS_START_TIMEOUT_S
         items = [{"part": p.to_json().decode()} for p in parts]
         dataset = ray.data.from_items(items, override_num_blocks=len(parts))
         scored = dataset.map_batches(
             PartScorer, fn_constructor_kwargs={"job": job.to_json().decode()}, batch_size=1,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size), num_cpus=1,
         )
-        for row in scored.iter_rows():
-            on_result(PartResult.from_json(str(row["result"]).encode()))
+        try:
+            for row in scored.iter_rows():
+                on_result(PartResult.from_json(str(row["result"]).encode()))
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ShipmlError(f"the Ray cluster did not start {size} worker(s) within {ACTORS_START_TIMEOUT_S} s:"
+                              " does it have a free CPU for each?") from exc
     finally:
         if started:
             ray.shutdown()
