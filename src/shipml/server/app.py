@@ -8,6 +8,7 @@ answers at once and readiness turns 200 only when every model is loaded and has 
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -93,8 +94,10 @@ class ShipmlApp:
     """ASGI app serving the endpoints of a deployment spec from a registry."""
 
     def __init__(self, spec: DeploymentSpec, registry: Registry | None = None,
-                 models: dict[str, LoadedModel] | None = None, *, load_before_serving: bool = False) -> None:
+                 models: dict[str, LoadedModel] | None = None, *, load_before_serving: bool = False,
+                 own_process: bool = False) -> None:
         self.spec = spec
+        self.own_process = own_process  # the process serves only this app: it may tune process-wide settings
         # One worker loads in the background, so liveness answers during a long load. Several workers share a
         # socket: each loads before it accepts, so no connection ever lands on a worker still loading.
         self.load_before_serving = load_before_serving
@@ -190,6 +193,11 @@ class ShipmlApp:
                 else:
                     runner.compile_status = "off"
         self.loaded = True
+        if self.own_process:
+            # What is loaded now lives as long as the process: out of the collector's sight, so that collections
+            # (frequent: a 100-row JSON body is hundreds of new objects) do not walk it again and again.
+            gc.collect()
+            gc.freeze()
         self.metrics.ready.set(1 if self.is_ready else 0)
         if self.metrics.multiprocess:
             self._depth_task = asyncio.get_running_loop().create_task(self._report_depths())
