@@ -158,9 +158,11 @@ class ShipmlApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def start_loading(self) -> None:
+    def start_loading(self) -> asyncio.Task[None]:
+        """Start loading the models in the background (once); the task that loads them."""
         if self._load_task is None:
             self._load_task = asyncio.get_running_loop().create_task(self.load_models())
+        return self._load_task
 
     async def load_models(self) -> None:
         await asyncio.to_thread(self._prepare_runtimes)

@@ -283,9 +283,8 @@ async def _serve(spec: DeploymentSpec, address: str) -> int:
     app, asgi = build_app(spec)
     signals = _Signals(app)
     signals.install(asyncio.get_running_loop())
-    app.start_loading()
-    loading = app._load_task
-    if app.load_before_serving and loading is not None:  # several workers: open the port once loaded
+    loading = app.start_loading()
+    if app.load_before_serving:  # several workers: open the port once loaded
         await _first(loading, signals.stop.wait())
         if loading.done() and loading.exception() is not None:
             log.error("loading the models failed: %s", loading.exception())
