@@ -43,7 +43,7 @@ class ServerSpec(_Strict):
     drain_delay_s: float = Field(2.0, ge=0, le=600, description="readiness 503 before listeners close")
     access_log: bool = True
     compile: Literal["auto", "off"] = Field(
-        "auto", description="auto: LightGBM models switch to a compiled form (3-6x faster per row) once it is"
+        "auto", description="auto: LightGBM models switch to a compiled form (5-7x faster per row) once it is"
                             " compiled in the background and proven to give the same outputs; needs"
                             " shipml[compiled]")
     http: Literal["uvicorn", "granian"] = Field(
