@@ -1,10 +1,11 @@
-"""shipml's own cost per request, without HTTP: ``ShipmlApp.handle`` driven directly by concurrent callers on
-uvloop, with the body of ``bench/serve_bench.py`` (run that once first to make the data directory).
+"""shipml's own cost per request, without HTTP: the RSGI app (``ShipmlRSGI``, what granian calls) driven
+directly by concurrent callers on uvloop, with the body of ``bench/serve_bench.py`` (run that once first to
+make the data directory).
 
     taskset -c 0 .venv/bin/python bench/serve_inprocess.py --data-dir /tmp/sb --rows 1 --requests 40000
     taskset -c 0 .venv/bin/python bench/serve_inprocess.py --data-dir /tmp/sb --rows 100 --requests 2000
 
-What it measures is everything the server does per request except uvicorn's HTTP work: routing, body checks,
+What it measures is everything the server does per request except the HTTP server's work: routing, body checks,
 JSON parsing, records -> matrix, batching, the model, the response. Compare with the HTTP floor of
 ``serve_bench.py`` to see how much of a request's time is shipml's.
 """
@@ -15,11 +16,12 @@ import argparse
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import uvloop
 
 from shipml.server.app import ShipmlApp
+from shipml.server.rsgi import ShipmlRSGI
 from shipml.spec import DeploymentSpec
 
 
@@ -30,21 +32,25 @@ async def run(data: Path, rows: int, requests: int, callers: int) -> tuple[float
         "endpoints": [{"name": "lgbm", "models": ["lgbm"]}]})
     app = ShipmlApp(spec)
     await app.load_models()
-    scope = {"type": "http", "method": "POST", "path": "/predict",
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
-    message = {"type": "http.request", "body": body, "more_body": False}
+    rsgi = ShipmlRSGI(app)
     statuses: list[int] = []
 
-    async def receive() -> dict[str, Any]:
-        return message
+    class Scope:
+        proto, method, path = "http", "POST", "/predict"
+        headers: ClassVar[dict[str, str]] = {"content-type": "application/json", "content-length": str(len(body))}
 
-    async def send(m: dict[str, Any]) -> None:
-        if m["type"] == "http.response.start":
-            statuses.append(m["status"])
+    class Protocol:
+        async def __call__(self) -> bytes:
+            return body
+
+        def response_bytes(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+            statuses.append(status)
+
+    scope, protocol = Scope(), Protocol()
 
     async def caller(n: int) -> None:
         for _ in range(n):
-            await app.handle(scope, receive, send)
+            await rsgi.__rsgi__(scope, protocol)  # type: ignore[arg-type]
 
     started = time.perf_counter()
     await asyncio.gather(*(caller(requests // callers) for _ in range(callers)))

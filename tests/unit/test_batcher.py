@@ -173,7 +173,7 @@ def test_a_lone_request_is_not_held_back_when_traffic_is_not_concurrent() -> Non
     asyncio.run(go())
 
 
-def test_after_a_concurrent_batch_a_request_waits_for_company_until_the_batch_is_full() -> None:
+def test_a_request_waits_for_company_only_while_others_are_coming() -> None:
     async def go() -> None:
         worker = Worker(hold_first=True)
         batcher = make(worker, max_batch_size=2, max_latency_ms=600_000)
@@ -181,35 +181,37 @@ def test_after_a_concurrent_batch_a_request_waits_for_company_until_the_batch_is
         pair = [submit(batcher, Item("x")), submit(batcher, Item("y"))]
         await settle()
         worker.release.set()
-        await results([first, *pair])  # the last batch held two requests: traffic is concurrent
+        await results([first, *pair])  # concurrent traffic, but nothing else is on its way: no wait
+        alone = await asyncio.wait_for(batcher.submit(Item("alone"), 1, later()), GUARD_S)
+        assert alone.item.name == "alone"
 
+        batcher.coming += 1  # the server is reading another request's body
         c = submit(batcher, Item("c"))
         await settle()
-        assert batcher.depth == 0 and not c.done()  # taken into the next batch, which waits for company
+        assert batcher.depth == 0 and not c.done()  # taken into the next batch, which waits for the other one
+        batcher.coming -= 1
         d = submit(batcher, Item("d"))
         await results([c, d])  # the batch is full (2 rows): it goes at once, long before max_latency
         await batcher.stop()
-        assert worker.names() == [["first"], ["x", "y"], ["c", "d"]]
+        assert worker.names() == [["first"], ["x", "y"], ["alone"], ["c", "d"]]
 
     asyncio.run(go())
 
 
 def test_the_wait_for_company_is_bounded_by_max_latency() -> None:
     async def go() -> None:
-        worker = Worker(hold_first=True)
+        worker = Worker()
         stats: list[BatchStats] = []
         batcher = make(worker, stats, max_batch_size=64, max_latency_ms=20)
-        first = await held(batcher, worker)
-        pair = [submit(batcher, Item("x")), submit(batcher, Item("y"))]
-        await settle()
-        worker.release.set()
-        await results([first, *pair])
-
-        lone = await asyncio.wait_for(batcher.submit(Item("lone"), 1, later()), GUARD_S)  # never fills up
+        batcher.coming = 1  # announced, never submitted (its body was bad, say)
+        started = time.monotonic()
+        lone = await asyncio.wait_for(batcher.submit(Item("lone"), 1, later()), GUARD_S)
+        waited = time.monotonic() - started
         assert lone.item.name == "lone"
+        assert 0.015 <= waited < GUARD_S
         await batcher.stop()
-        assert worker.names() == [["first"], ["x", "y"], ["lone"]]
-        assert [s.requests for s in stats] == [1, 2, 1]
+        assert worker.names() == [["lone"]]
+        assert [s.requests for s in stats] == [1]
 
     asyncio.run(go())
 
@@ -426,7 +428,8 @@ def test_stop_answers_a_request_held_back_waiting_for_company() -> None:
         pair = [submit(batcher, Item("x")), submit(batcher, Item("y"))]
         await settle()
         worker.release.set()
-        await results([first, *pair])  # concurrent traffic: the next lone request waits for company
+        await results([first, *pair])
+        batcher.coming = 1  # another request is on its way: the next lone request waits for company
 
         waiting = submit(batcher, Item("waiting"))
         await settle()

@@ -2,9 +2,11 @@
 
 Continuous batching: while a batch is being predicted (in a worker thread, off the event loop), new requests
 queue; when the worker is free it takes everything waiting, up to ``max_batch_size`` rows. An idle server
-therefore answers a lone request at once, and a busy one makes large batches by itself. When the previous batch
-held more than one request (traffic is concurrent), the batcher also waits up to ``max_latency_ms`` (measured
-on the monotonic clock from the oldest request's arrival) for the batch to fill.
+therefore answers a lone request at once, and a busy one makes large batches by itself. While more requests
+for the model are on their way (``coming``: the server counts requests whose bodies it is still reading), the
+batcher also waits up to ``max_latency_ms`` (measured on the monotonic clock from the oldest request's arrival)
+for them to join the batch; it never waits for requests that are not coming (that only left the CPU idle and,
+with a few concurrent clients, doubled their latency).
 
 A request past its deadline answers ``DeadlineExceeded`` at its deadline, queued or in flight, and is dropped
 before inference when still queued; a full queue refuses new requests at once (``Overloaded``), so admitted
@@ -65,7 +67,7 @@ class AdaptiveBatcher(Generic[T, R]):
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shipml-{name}")
-        self._last_batch_requests = 0
+        self.coming = 0  # requests on their way to submit(), counted by the caller (see the module docstring)
         self.in_flight = 0
         self._forming: list[Pending[T, R]] = []  # the batch being collected
         self._running: list[Pending[T, R]] = []  # the batch being predicted
@@ -173,8 +175,7 @@ class AdaptiveBatcher(Generic[T, R]):
         self._forming = batch
         rows = 0
         dropped = 0
-        oldest = self._queue[0].enqueued
-        wait_until = oldest + self.max_latency_s if self._last_batch_requests > 1 and not self._stopping else oldest
+        wait_until = self._queue[0].enqueued + self.max_latency_s
         while True:
             while self._queue and (rows < self.max_batch_size or not batch):
                 pending = self._queue[0]
@@ -191,13 +192,13 @@ class AdaptiveBatcher(Generic[T, R]):
                 batch.append(pending)
                 rows += pending.rows
             remaining = wait_until - time.monotonic()
-            if rows >= self.max_batch_size or remaining <= 0 or (self._queue and batch) or self._stopping:
+            if rows >= self.max_batch_size or remaining <= 0 or (self._queue and batch) or self._stopping \
+                    or self.coming <= 0:
                 break
             assert self._wakeup is not None
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
-        self._last_batch_requests = len(batch)
         self._forming = []
         if dropped and self.on_batch is not None:
             self.on_batch(BatchStats(0, 0, dropped, 0.0))

@@ -222,7 +222,7 @@ class ServeIngress:
         path = route_path(scope) or "/"
         if path != scope["path"]:
             scope = {**scope, "path": path}
-        if http.header(scope, b"x-request-id") is None:
+        if http.AsgiRequest(scope, receive).header("x-request-id") is None:
             await self.app(scope, receive, send)
             return
 

@@ -1,8 +1,10 @@
-"""The ASGI application: routes parse and serialise, the dataplane (protocol/dataplane.py) does the work.
+"""The application: routes parse and serialise, the dataplane (protocol/dataplane.py) does the work.
 
-Raw ASGI rather than a framework on the hot path: one dict lookup (or one regex) routes a request, the body is
-read with a limit, and orjson encodes the answer. Models load in the background after start-up, so liveness
-answers at once and readiness turns 200 only when every model is loaded and has passed its golden check.
+No web framework on the hot path: one dict lookup (or one regex) routes a request, the body is read with a
+limit, and orjson encodes the answer. Handlers take a transport-free ``http.Request`` and return an
+``http.Reply``; :meth:`ShipmlApp.handle` serves them over ASGI (uvicorn, Ray Serve) and ``server/rsgi.py`` over
+granian's RSGI. Models load in the background after start-up, so liveness answers at once and readiness turns
+200 only when every model is loaded and has passed its golden check.
 """
 
 from __future__ import annotations
@@ -45,9 +47,7 @@ from shipml.spec import DeploymentSpec, EndpointSpec
 log = logging.getLogger("shipml.server")
 access_log = logging.getLogger("shipml.access")
 
-Handler = Callable[..., Awaitable[int]]
-
-
+Handler = Callable[..., Awaitable[http.Reply]]
 
 
 @dataclass
@@ -91,7 +91,7 @@ def new_request_id() -> str:
 
 
 class ShipmlApp:
-    """ASGI app serving the endpoints of a deployment spec from a registry."""
+    """The app serving the endpoints of a deployment spec from a registry."""
 
     def __init__(self, spec: DeploymentSpec, registry: Registry | None = None,
                  models: dict[str, LoadedModel] | None = None, *, load_before_serving: bool = False,
@@ -254,12 +254,19 @@ class ShipmlApp:
 
     # -- dispatch ------------------------------------------------------------------------------------------
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reply = await self.respond(http.AsgiRequest(scope, receive))
+        if reply is not None:
+            await http.send_asgi(send, reply)
+
+    async def respond(self, request: http.Request) -> http.Reply | None:
+        """The reply to one request (None when the client went away before sending all of it), counted in the
+        metrics and the access log. Transport-free: ASGI and RSGI servers both call this."""
         started = time.monotonic()
-        incoming = http.header(scope, b"x-request-id")
-        request_id = incoming.decode("latin-1")[:128] if incoming else new_request_id()
+        incoming = request.header("x-request-id")
+        request_id = incoming[:128] if incoming else new_request_id()
         state: dict[str, Any] = {"id": request_id, "route": "unknown", "model": "", "version": ""}
-        method, path = scope["method"], scope["path"]
-        status: int = 500
+        method, path = request.method, request.path
+        reply: http.Reply | None
         try:
             handler = self.fixed.get((method, path))
             args: tuple[str, ...] = ()
@@ -267,11 +274,12 @@ class ShipmlApp:
                 handler, args = self._match(method, path)
             else:
                 state["route"] = path
-            status = await handler(scope, receive, send, state, *args)
+            reply = await handler(request, state, *args)
         except http.ClientDisconnected:
-            status = 499
+            reply = None
         except Exception as exc:
-            status = await self._error(send, exc, state)
+            reply = self._error(exc, state)
+        status = 499 if reply is None else reply.status
         elapsed = time.monotonic() - started
         if state["route"] != "unknown":
             self.metrics.observe_request(state["route"], state["model"], state["version"], status, elapsed)
@@ -280,8 +288,9 @@ class ShipmlApp:
                 "request_id": request_id, "method": method, "path": path, "status": status,
                 "ms": round(elapsed * 1000, 3), "model": state["model"] or None,
                 "version": state["version"] or None, "rows": state.get("rows"),
-                "token_id": scope.get("shipml.token_id"),
+                "token_id": request.token_id,
             }).decode())
+        return reply
 
     def _match(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
         allow = [m for m, p in self.fixed if p == path]
@@ -295,7 +304,7 @@ class ShipmlApp:
             raise MethodNotAllowed(f"{method} is not allowed on {path}", tuple(sorted(set(allow))))
         raise NotFoundError(f"no route {path}")
 
-    async def _error(self, send: Any, exc: Exception, state: dict[str, Any]) -> int:
+    def _error(self, exc: Exception, state: dict[str, Any]) -> http.Reply:
         if isinstance(exc, ShipmlError):
             status = exc.status
             body: dict[str, Any] = {"error": exc.public_message, "request_id": state["id"]}
@@ -308,20 +317,18 @@ class ShipmlApp:
             status = 500
             body = {"error": "internal error", "request_id": state["id"]}
             log.exception("request %s failed", state["id"])
-        headers: http.Headers = [(b"x-request-id", state["id"].encode())]
+        headers: http.Headers = [("x-request-id", state["id"])]
         if isinstance(exc, MethodNotAllowed) and exc.allow:
-            headers.append((b"allow", ", ".join(exc.allow).encode()))
+            headers.append(("allow", ", ".join(exc.allow)))
         if isinstance(exc, Overloaded):
-            headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
-        await http.send(send, status, http.json_bytes(body), headers)
-        return status
+            headers.append(("retry-after", str(max(1, round(exc.retry_after_s)))))
+        return http.Reply(status, http.json_bytes(body), headers)
 
     # -- routes --------------------------------------------------------------------------------------------
-    async def healthz(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
-        await http.send(send, 200, b'{"status":"ok"}')
-        return 200
+    async def healthz(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+        return http.Reply(200, b'{"status":"ok"}')
 
-    async def readyz(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+    async def readyz(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
         models = {e.name: {"versions": list(e.runners), "errors": list(e.errors.values())}
                   for e in self.endpoints.values()}
         if self.is_ready:
@@ -330,29 +337,26 @@ class ShipmlApp:
             status = 503
             word = "draining" if self.draining else ("failed" if any(e.errors for e in self.endpoints.values())
                                                      else "loading")
-        await http.send(send, status, http.json_bytes({"status": word, "models": models}))
-        return status
+        return http.Reply(status, http.json_bytes({"status": word, "models": models}))
 
-    async def render_metrics(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
-        await http.send(send, 200, self.metrics.render(), content_type=self.metrics.content_type.encode())
-        return 200
+    async def render_metrics(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+        return http.Reply(200, self.metrics.render(), content_type=self.metrics.content_type)
 
-    async def list_models(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+    async def list_models(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
         data = [{"name": e.name, "models": e.spec.models, "versions": list(e.runners),
                  "ready": e.ready} for e in self.endpoints.values()]
-        await http.send(send, 200, http.json_bytes({"models": data}))
-        return 200
+        return http.Reply(200, http.json_bytes({"models": data}))
 
-    async def predict_only(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+    async def predict_only(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
         if len(self.endpoints) != 1:
             raise NotFoundError(f"several models are served ({', '.join(self.endpoints)}):"
                                 " POST /models/{name}/predict")
-        return await self.predict_simple(scope, receive, send, state, next(iter(self.endpoints)))
+        return await self.predict_simple(request, state, next(iter(self.endpoints)))
 
-    async def predict_simple(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
-                             name: str, version: str | None = None) -> int:
+    async def predict_simple(self, request: http.Request, state: dict[str, Any],
+                             name: str, version: str | None = None) -> http.Reply:
         state["route"] = "predict"
-        runner, payload = await self._admit(scope, receive, state, name, version)
+        runner, payload = await self._admit(request, state, name, version)
         if "instances" in payload:
             data = payload["instances"]
         elif "inputs" in payload:
@@ -368,29 +372,26 @@ class ShipmlApp:
         body.update(model=runner.model.name, version=runner.model.version, request_id=state["id"])
         if outcome.warnings:
             body["warnings"] = [p.to_dict() for p in outcome.warnings[:100]]
-        await http.send(send, 200, http.json_bytes(body), [(b"x-request-id", state["id"].encode())])
-        return 200
+        return http.Reply(200, http.json_bytes(body), [("x-request-id", state["id"])])
 
-    async def predict_v1(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
-                         name: str) -> int:
+    async def predict_v1(self, request: http.Request, state: dict[str, Any],
+                         name: str) -> http.Reply:
         state["route"] = "v1_predict"
-        runner, payload = await self._admit(scope, receive, state, name, None)
+        runner, payload = await self._admit(request, state, name, None)
         if "instances" not in payload:
             raise BadRequest('body must have "instances"')
         outcome = await self.infer(runner, payload["instances"], want_proba=False, state=state)
         body = {"predictions": _jsonable(outcome.predictions)}
-        await http.send(send, 200, http.json_bytes(body), [(b"x-request-id", state["id"].encode())])
-        return 200
+        return http.Reply(200, http.json_bytes(body), [("x-request-id", state["id"])])
 
-    async def v1_status(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
-                        name: str) -> int:
+    async def v1_status(self, request: http.Request, state: dict[str, Any],
+                        name: str) -> http.Reply:
         endpoint = self.endpoint_named(name)
         ready = endpoint.ready
-        await http.send(send, 200, http.json_bytes({"name": name, "ready": ready}))
-        return 200
+        return http.Reply(200, http.json_bytes({"name": name, "ready": ready}))
 
-    async def model_info(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
-                         name: str) -> int:
+    async def model_info(self, request: http.Request, state: dict[str, Any],
+                         name: str) -> http.Reply:
         """What a client needs to call the model: its inputs and an example body known to be valid."""
         endpoint = self.endpoint_named(name)
         body: dict[str, Any] = {"name": name, "models": endpoint.spec.models, "versions": list(endpoint.runners),
@@ -404,20 +405,17 @@ class ShipmlApp:
             body["runtime"] = {"name": model.manifest.runtime.name,
                                "compiled": bool(getattr(model.runtime_model, "compiled", False)),
                                "compile_status": runner.compile_status}
-        await http.send(send, 200, http.json_bytes(body))
-        return 200
+        return http.Reply(200, http.json_bytes(body))
 
-    async def openapi(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+    async def openapi(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
         loaded = sum(len(e.runners) for e in self.endpoints.values())
         if self._openapi is None or self._openapi[0] != loaded:
             models = {e.name: e.runner().model if e.runners else None for e in self.endpoints.values()}
             self._openapi = (loaded, http.json_bytes(openapi_document(self.spec, models)))
-        await http.send(send, 200, self._openapi[1])
-        return 200
+        return http.Reply(200, self._openapi[1])
 
-    async def docs(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
-        await http.send(send, 200, DOCS_HTML, content_type=b"text/html; charset=utf-8")
-        return 200
+    async def docs(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+        return http.Reply(200, DOCS_HTML, content_type="text/html; charset=utf-8")
 
     # -- shared steps --------------------------------------------------------------------------------------
     def endpoint_named(self, name: str) -> Endpoint:
@@ -426,12 +424,12 @@ class ShipmlApp:
             raise NotFoundError(f"no model named {name!r} is served here")
         return endpoint
 
-    async def _admit(self, scope: dict[str, Any], receive: Any, state: dict[str, Any], name: str,
+    async def _admit(self, request: http.Request, state: dict[str, Any], name: str,
                      version: str | None) -> tuple[ModelRunner, Any]:
         runner = self.endpoint_named(name).runner(version)
         state["model"], state["version"] = runner.model.name, runner.model.version
-        http.check_json_content_type(scope)
-        body = await http.read_body(scope, receive, self.max_body)
+        http.check_json_content_type(request)
+        body = await self.read_body(request, runner)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -439,6 +437,16 @@ class ShipmlApp:
         if not isinstance(payload, dict):
             raise BadRequest("body must be a JSON object")
         return runner, payload
+
+    async def read_body(self, request: http.Request, runner: ModelRunner) -> bytes:
+        """The body of a request for ``runner``: while it is read, the model's batcher waits for it (up to
+        ``max_latency_ms``) rather than sending a batch without it."""
+        batcher = runner.batcher
+        batcher.coming += 1
+        try:
+            return await request.body(self.max_body)
+        finally:
+            batcher.coming -= 1
 
     async def infer(self, runner: ModelRunner, data: Any, *, want_proba: bool, state: dict[str, Any]) -> Outcome:
         """The model's answer, or 504 at the request's deadline (kept by the batcher's timer, queued or in

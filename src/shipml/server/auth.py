@@ -9,9 +9,10 @@ The store is a JSON file (``<registry>/tokens.json`` by default, mode 0600) repl
 registry's lock. A running server re-reads it when it changes - checked by one ``stat`` at most once a
 second - so a revocation takes effect without a restart.
 
-Who may call what is :func:`required_access`, a pure function of method and path; :class:`AuthMiddleware`
-applies it. Scopes: ``predict`` (inference and model metadata, optionally for one model only) and ``admin``
-(everything; implies ``predict``).
+Who may call what is :func:`required_access`, a pure function of method and path; :class:`TokenGate` applies
+it to one request, under :class:`AuthMiddleware` (ASGI) or the RSGI app (``server/rsgi.py``). Scopes:
+``predict`` (inference and model metadata, optionally for one model only) and ``admin`` (everything; implies
+``predict``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ from shipml.registry.names import check_name
 __all__ = [
     "Access",
     "AuthMiddleware",
+    "Denial",
     "Level",
+    "TokenGate",
     "TokenInfo",
     "TokenScope",
     "TokenStore",
@@ -433,13 +436,73 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
-_CHALLENGE = b'Bearer realm="shipml"'
-_INVALID = _CHALLENGE + b', error="invalid_token"'
-_INSUFFICIENT = _CHALLENGE + b', error="insufficient_scope"'
+_CHALLENGE = 'Bearer realm="shipml"'
+_INVALID = _CHALLENGE + ', error="invalid_token"'
+_INSUFFICIENT = _CHALLENGE + ', error="insufficient_scope"'
+
+
+class TokenGate:
+    """The decision for one request, whatever carries it: ``check(method, path, authorization)`` gives None for a
+    route open to all, the caller's :class:`TokenInfo` when the request may go on, or a :class:`Denial`.
+    ``default_model`` is the model ``POST /predict`` serves, so that a token restricted to that model may use
+    it; with ``metrics_auth`` ``/metrics`` needs an admin token."""
+
+    def __init__(self, store: TokenStore, *, metrics_auth: bool = False, default_model: str | None = None) -> None:
+        self.store = store
+        self.metrics_auth = metrics_auth
+        self.default_model = default_model
+
+    def check(self, method: str, path: str, authorization: builtins.list[str]) -> TokenInfo | Denial | None:
+        """``authorization``: every value of the Authorization header (a second one is refused)."""
+        access = required_access(method, path)
+        if access.level is Level.METRICS:
+            access = Access(Level.ADMIN if self.metrics_auth else Level.OPEN)
+        if access.level is Level.OPEN:
+            return None
+        outcome = self._check(authorization, access)
+        if isinstance(outcome, Denial):
+            log.info("denied %s %s: %d %s", method, path, outcome.status, outcome.message)
+        return outcome
+
+    def _check(self, values: builtins.list[str], access: Access) -> TokenInfo | Denial:
+        if not values:
+            return Denial(401, "missing bearer token: send 'Authorization: Bearer <token>'", _CHALLENGE)
+        parts = values[0].strip().split(None, 1)
+        if len(values) > 1 or len(parts) != 2 or parts[0].lower() != "bearer":
+            return Denial(401, "malformed Authorization header: expected one 'Bearer <token>'", _CHALLENGE)
+        try:
+            info = self.store.find(parts[1].strip())
+        except ShipmlError as exc:
+            log.error("token store unavailable: %s", exc)
+            return Denial(500, exc.public_message)
+        if info is None:
+            return Denial(401, "invalid token", _INVALID)
+        if info.revoked:
+            return Denial(401, "token revoked", _INVALID)
+        if info.is_expired():
+            return Denial(401, "token expired", _INVALID)
+        reason = authorize(info, access, self.default_model)
+        if reason is not None:
+            return Denial(403, reason, _INSUFFICIENT, info)
+        return info
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """Why a request may not go on, as an HTTP answer: ``challenge`` is the WWW-Authenticate value."""
+
+    status: int
+    message: str
+    challenge: str | None = None
+    info: TokenInfo | None = None  # the caller, when the token was valid (a 403)
+
+    @property
+    def body(self) -> bytes:
+        return orjson.dumps({"error": self.message})
 
 
 class AuthMiddleware:
-    """Bearer-token auth as a plain ASGI middleware.
+    """Bearer-token auth as a plain ASGI middleware, applying a :class:`TokenGate`.
 
     401 (with ``WWW-Authenticate: Bearer``) for a missing, malformed, unknown, expired or revoked token;
     403 for a valid token with the wrong scope or for another model. On success the request scope gets
@@ -455,78 +518,41 @@ class AuthMiddleware:
         if enabled and store is None:
             raise ValueError("auth is enabled but no token store was given")
         self.app = app
-        self.store = store
-        self.enabled = enabled
-        self.metrics_auth = metrics_auth
-        self.default_model = default_model
+        self.gate = TokenGate(store, metrics_auth=metrics_auth, default_model=default_model) \
+            if enabled and store is not None else None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        store = self.store
-        if not self.enabled or store is None or kind not in ("http", "websocket"):
+        gate = self.gate
+        if gate is None or kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET") if kind == "http" else "GET"
-        path = route_path(scope)
-        access = required_access(method, path)
-        if access.level is Level.METRICS:
-            access = Access(Level.ADMIN if self.metrics_auth else Level.OPEN)
-        if access.level is Level.OPEN:
+        headers = scope.get("headers", ())
+        values = [bytes(v).decode("latin-1") for k, v in headers if k.lower() == b"authorization"]
+        outcome = gate.check(method, route_path(scope), values)
+        if outcome is None:
             await self.app(scope, receive, send)
             return
-        outcome = self._check(store, scope, access)
         info = outcome if isinstance(outcome, TokenInfo) else outcome.info
         if info is not None:
             scope["shipml.token_id"] = info.id
             scope["shipml.token_scope"] = info.scope
             scope["shipml.token_model"] = info.model
-        if isinstance(outcome, _Denial):
-            log.info("denied %s %s: %d %s", method, path, outcome.status, outcome.message)
+        if isinstance(outcome, Denial):
             await _deny(kind, send, outcome)
             return
-        scope["headers"] = [(k, v) for k, v in scope.get("headers", ()) if k.lower() != b"authorization"]
+        scope["headers"] = [(k, v) for k, v in headers if k.lower() != b"authorization"]
         await self.app(scope, receive, send)
 
-    def _check(self, store: TokenStore, scope: MutableMapping[str, Any], access: Access) -> TokenInfo | _Denial:
-        """The caller's token when the request may go on, else why not."""
-        values = [v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"]
-        if not values:
-            return _Denial(401, "missing bearer token: send 'Authorization: Bearer <token>'", _CHALLENGE)
-        parts = bytes(values[0]).decode("latin-1").strip().split(None, 1)
-        if len(values) > 1 or len(parts) != 2 or parts[0].lower() != "bearer":
-            return _Denial(401, "malformed Authorization header: expected one 'Bearer <token>'", _CHALLENGE)
-        try:
-            info = store.find(parts[1].strip())
-        except ShipmlError as exc:
-            log.error("token store unavailable: %s", exc)
-            return _Denial(500, exc.public_message)
-        if info is None:
-            return _Denial(401, "invalid token", _INVALID)
-        if info.revoked:
-            return _Denial(401, "token revoked", _INVALID)
-        if info.is_expired():
-            return _Denial(401, "token expired", _INVALID)
-        reason = authorize(info, access, self.default_model)
-        if reason is not None:
-            return _Denial(403, reason, _INSUFFICIENT, info)
-        return info
 
-
-@dataclass(frozen=True, slots=True)
-class _Denial:
-    status: int
-    message: str
-    challenge: bytes | None = None  # the WWW-Authenticate value
-    info: TokenInfo | None = None  # the caller, when the token was valid (a 403)
-
-
-async def _deny(kind: str, send: Send, denial: _Denial) -> None:
+async def _deny(kind: str, send: Send, denial: Denial) -> None:
     if kind == "websocket":  # closing before accept makes the server answer the handshake with 403
         await send({"type": "websocket.close", "code": 1008, "reason": denial.message[:120]})
         return
-    body = orjson.dumps({"error": denial.message})
+    body = denial.body
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if denial.challenge is not None:
-        headers.append((b"www-authenticate", denial.challenge))
+        headers.append((b"www-authenticate", denial.challenge.encode()))
     await send({"type": "http.response.start", "status": denial.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

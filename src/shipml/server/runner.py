@@ -23,13 +23,16 @@ import sys
 import tempfile
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from shipml.registry.registry import Registry
 from shipml.server.app import ShipmlApp
 from shipml.spec import DeploymentSpec
+
+if TYPE_CHECKING:
+    from shipml.server.auth import TokenGate
 
 log = logging.getLogger("shipml.server")
 
@@ -83,16 +86,25 @@ def configure_logging(level: str = "INFO") -> None:
 
 def build_app(spec: DeploymentSpec, registry: Registry | None = None) -> tuple[ShipmlApp, Any]:
     """The app, and the ASGI callable to serve: the app wrapped in its middleware."""
-    app = ShipmlApp(spec, registry, load_before_serving=spec.server.workers > 1, own_process=True)
-    if spec.auth.enabled:
-        from shipml.server.auth import AuthMiddleware, TokenStore, default_token_path
+    app, gate = build_parts(spec, registry)
+    if gate is not None:
+        from shipml.server.auth import AuthMiddleware
 
-        store = TokenStore(spec.auth.tokens_file or default_token_path(app.registry.root))
-        only = spec.endpoints[0].name if len(spec.endpoints) == 1 else None
-        middleware = AuthMiddleware(app, store, enabled=True,  # type: ignore[arg-type]
-                                    metrics_auth=spec.auth.metrics_auth, default_model=only)
-        return app, middleware
+        return app, AuthMiddleware(app, gate.store, enabled=True,  # type: ignore[arg-type]
+                                   metrics_auth=gate.metrics_auth, default_model=gate.default_model)
     return app, app
+
+
+def build_parts(spec: DeploymentSpec, registry: Registry | None = None) -> tuple[ShipmlApp, TokenGate | None]:
+    """The app, and the token gate every request must pass (None when auth is off)."""
+    app = ShipmlApp(spec, registry, load_before_serving=spec.server.workers > 1, own_process=True)
+    if not spec.auth.enabled:
+        return app, None
+    from shipml.server.auth import TokenGate, TokenStore, default_token_path
+
+    store = TokenStore(spec.auth.tokens_file or default_token_path(app.registry.root))
+    only = spec.endpoints[0].name if len(spec.endpoints) == 1 else None
+    return app, TokenGate(store, metrics_auth=spec.auth.metrics_auth, default_model=only)
 
 
 def _config(asgi: Any, spec: DeploymentSpec) -> uvicorn.Config:

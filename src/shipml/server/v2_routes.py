@@ -20,7 +20,7 @@ from shipml.server import http
 if TYPE_CHECKING:
     from shipml.server.app import Endpoint, Handler, ShipmlApp
 
-_HEADER_LENGTH = b"inference-header-content-length"
+_HEADER_LENGTH = "inference-header-content-length"
 _NOT_READY = 400  # the protocol: "a 4xx status code indicates false"
 
 
@@ -42,23 +42,20 @@ class V2Routes:
             ("POST", re.compile(model + "/infer"), self.infer),
         ]
 
-    async def server_metadata(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+    async def server_metadata(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
         body = v2.server_metadata(shipml.__version__, ["model_repository"])
-        await http.send(send, 200, http.json_bytes(body))
-        return 200
+        return http.Reply(200, http.json_bytes(body))
 
-    async def live(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
-        await http.send(send, 200, b'{"live":true}')
-        return 200
+    async def live(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+        return http.Reply(200, b'{"live":true}')
 
-    async def ready(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
+    async def ready(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
         ready = self.app.is_ready
         status = 200 if ready else _NOT_READY
-        await http.send(send, status, http.json_bytes({"ready": ready}))
-        return status
+        return http.Reply(status, http.json_bytes({"ready": ready}))
 
-    async def repository_index(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any]) -> int:
-        await http.read_body(scope, receive, self.app.max_body)  # optional {"ready": bool} filter, ignored
+    async def repository_index(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+        await request.body(self.app.max_body)  # optional {"ready": bool} filter, ignored
         index: list[dict[str, Any]] = []
         for endpoint in self.app.endpoints.values():
             for version in endpoint.runners:
@@ -67,38 +64,35 @@ class V2Routes:
                 index.append({"name": endpoint.name, "version": "", "state": "UNAVAILABLE", "reason": reason})
             if not endpoint.runners and not endpoint.errors:
                 index.append({"name": endpoint.name, "version": "", "state": "LOADING"})
-        await http.send(send, 200, http.json_bytes(index))
-        return 200
+        return http.Reply(200, http.json_bytes(index))
 
-    async def model_metadata(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
-                             name: str, version: str | None = None) -> int:
+    async def model_metadata(self, request: http.Request, state: dict[str, Any],
+                             name: str, version: str | None = None) -> http.Reply:
         endpoint, runner = self._resolve(name, version)
         model = runner.model
         versions = [version] if version else list(endpoint.runners)
         body = v2.model_metadata(endpoint.name, versions, model.manifest.runtime.name, model.signature)
-        await http.send(send, 200, http.json_bytes(body))
-        return 200
+        return http.Reply(200, http.json_bytes(body))
 
-    async def model_ready(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
-                          name: str, version: str | None = None) -> int:
+    async def model_ready(self, request: http.Request, state: dict[str, Any],
+                          name: str, version: str | None = None) -> http.Reply:
         endpoint = self.app.endpoint_named(name)
         ready = endpoint.ready and (not version or version in endpoint.runners)
         status = 200 if ready else _NOT_READY
-        await http.send(send, status, http.json_bytes({"name": name, "ready": ready}))
-        return status
+        return http.Reply(status, http.json_bytes({"name": name, "ready": ready}))
 
-    async def infer(self, scope: dict[str, Any], receive: Any, send: Any, state: dict[str, Any],
-                    name: str, version: str | None = None) -> int:
+    async def infer(self, request: http.Request, state: dict[str, Any],
+                    name: str, version: str | None = None) -> http.Reply:
         state["route"] = "v2_infer"
         endpoint, runner = self._resolve(name, version)
         state["model"], state["version"] = runner.model.name, runner.model.version
-        header_length = _header_length(scope)
-        http.check_json_content_type(scope, allow_binary=True)
-        body = await http.read_body(scope, receive, self.app.max_body)
-        request = v2.decode_infer_request(body, header_length, runner.model.signature)
-        wanted = request.output_names
+        header_length = _header_length(request)
+        http.check_json_content_type(request, allow_binary=True)
+        body = await self.app.read_body(request, runner)
+        decoded = v2.decode_infer_request(body, header_length, runner.model.signature)
+        wanted = decoded.output_names
         want_proba = v2.PREDICT_PROBA in wanted
-        outcome = await self.app.infer(runner, request.columns, want_proba=want_proba, state=state)
+        outcome = await self.app.infer(runner, decoded.columns, want_proba=want_proba, state=state)
         produced: dict[str, np.ndarray] = {}
         for out in wanted:
             if out == v2.PREDICT:
@@ -106,22 +100,21 @@ class V2Routes:
             elif outcome.probabilities is not None:
                 produced[out] = outcome.probabilities
         response, json_length = v2.encode_infer_response(
-            endpoint.name, runner.model.version, request.id, produced, request.binary_outputs)
-        headers: http.Headers = [(b"x-request-id", state["id"].encode())]
+            endpoint.name, runner.model.version, decoded.id, produced, decoded.binary_outputs)
+        headers: http.Headers = [("x-request-id", state["id"])]
         content_type = http.JSON
         if json_length is not None:
-            headers.append((_HEADER_LENGTH, str(json_length).encode()))
-            content_type = b"application/octet-stream"
-        await http.send(send, 200, response, headers, content_type=content_type)
-        return 200
+            headers.append((_HEADER_LENGTH, str(json_length)))
+            content_type = "application/octet-stream"
+        return http.Reply(200, response, headers, content_type=content_type)
 
     def _resolve(self, name: str, version: str | None) -> tuple[Endpoint, Any]:
         endpoint = self.app.endpoint_named(name)
         return endpoint, endpoint.runner(version or None)
 
 
-def _header_length(scope: dict[str, Any]) -> int | None:
-    raw = http.header(scope, _HEADER_LENGTH)
+def _header_length(request: http.Request) -> int | None:
+    raw = request.header(_HEADER_LENGTH)
     if raw is None:
         return None
     try:
