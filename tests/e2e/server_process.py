@@ -45,14 +45,16 @@ class Server:
 
 
 def start(registry: Path, tmp_path: Path, endpoints: list[dict[str, Any]] | None = None,
-          stdout: Path | None = None, http: str = "uvicorn", **overrides: Any) -> Server:
-    """A server for ``endpoints`` (default: one endpoint ``clf`` serving model ``clf``) on the ``http`` backend;
-    each keyword overrides a section of the spec (dicts are merged into the section). ``stdout``: a file for
-    the access log."""
+          stdout: Path | None = None, http: str | None = None, **overrides: Any) -> Server:
+    """A server for ``endpoints`` (default: one endpoint ``clf`` serving model ``clf``) on the ``http`` backend
+    (None: the default one); each keyword overrides a section of the spec (dicts are merged into the section).
+    ``stdout``: a file for the access log."""
     port = free_port()
     spec: dict[str, Any] = {
         "registry": str(registry), "endpoints": endpoints or [{"name": "clf", "models": ["clf"]}],
-        "server": {"host": "127.0.0.1", "port": port, "drain_delay_s": 0.5, "graceful_timeout_s": 10, "http": http}}
+        "server": {"host": "127.0.0.1", "port": port, "drain_delay_s": 0.5, "graceful_timeout_s": 10}}
+    if http is not None:
+        spec["server"]["http"] = http
     for key, value in overrides.items():
         spec[key] = value if not isinstance(value, dict) else {**spec.get(key, {}), **value}
     path = tmp_path / f"spec-{port}.yaml"

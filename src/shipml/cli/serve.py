@@ -16,9 +16,10 @@ from shipml.cli._common import Context, handle_errors
 @click.option("--port", type=int, help="Port (default 8000).")
 @click.option("--workers", type=int, help="Worker processes (default 1).")
 @click.option("--http", type=click.Choice(["uvicorn", "granian"]),
-              help="HTTP server (default uvicorn); granian parses HTTP in Rust, with less time per request.")
+              help="HTTP server (default granian: HTTP parsed in Rust, less time per request; or uvicorn).")
 @click.option("--max-batch-size", type=int, help="Rows merged into one predict call at most.")
-@click.option("--max-latency-ms", type=float, help="Longest a request waits for a batch to fill.")
+@click.option("--max-latency-ms", type=float,
+              help="Longest a batch waits for requests whose bodies are still arriving.")
 @click.option("--no-access-log", is_flag=True, help="Do not log one JSON line per request.")
 @click.option("--check", is_flag=True, help="Validate the spec and print it, without serving.")
 @click.pass_obj
