@@ -374,8 +374,7 @@ class ShipmlApp:
             body["warnings"] = [p.to_dict() for p in outcome.warnings[:100]]
         return http.Reply(200, http.json_bytes(body), [("x-request-id", state["id"])])
 
-    async def predict_v1(self, request: http.Request, state: dict[str, Any],
-                         name: str) -> http.Reply:
+    async def predict_v1(self, request: http.Request, state: dict[str, Any], name: str) -> http.Reply:
         state["route"] = "v1_predict"
         runner, payload = await self._admit(request, state, name, None)
         if "instances" not in payload:
@@ -384,14 +383,12 @@ class ShipmlApp:
         body = {"predictions": _jsonable(outcome.predictions)}
         return http.Reply(200, http.json_bytes(body), [("x-request-id", state["id"])])
 
-    async def v1_status(self, request: http.Request, state: dict[str, Any],
-                        name: str) -> http.Reply:
+    async def v1_status(self, request: http.Request, state: dict[str, Any], name: str) -> http.Reply:
         endpoint = self.endpoint_named(name)
         ready = endpoint.ready
         return http.Reply(200, http.json_bytes({"name": name, "ready": ready}))
 
-    async def model_info(self, request: http.Request, state: dict[str, Any],
-                         name: str) -> http.Reply:
+    async def model_info(self, request: http.Request, state: dict[str, Any], name: str) -> http.Reply:
         """What a client needs to call the model: its inputs and an example body known to be valid."""
         endpoint = self.endpoint_named(name)
         body: dict[str, Any] = {"name": name, "models": endpoint.spec.models, "versions": list(endpoint.runners),
