@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,12 +126,19 @@ def test_zero_as_missing_model_gets_tiny_values_right(tmp_path: Path) -> None:
 
 def test_the_cache_is_reused_private_and_written_atomically(tmp_path: Path, cache: Path) -> None:
     model_file = _binary_with_missing(tmp_path)
+    dead, live = cache / ".compiling-dead", cache / ".compiling-live"  # a killed compile's, a running one's
+    cache.mkdir(mode=0o700)
+    for work in (dead, live):
+        work.mkdir(mode=0o700)
+        (work / "model.txt").write_text("tree")
+    os.utime(dead, (time.time() - 7200, time.time() - 7200))
     obj = lc.compile_to_cache(model_file)
     assert obj.parent == cache
     assert obj.name == f"{lc.cache_key(model_file.read_bytes())}.so"
     assert os.stat(cache).st_mode & 0o777 == 0o700
     assert obj.stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in cache.iterdir()) == [obj.name]  # no temp files left behind
+    assert sorted(p.name for p in cache.iterdir()) == [live.name, obj.name]  # no temp files of its own left
+    shutil.rmtree(live)
     before = obj.stat()
     assert lc.compile_to_cache(model_file) == obj  # compiled already: kept
     assert lc.load_cached(model_file) is not None
@@ -281,6 +290,7 @@ def test_the_entry_point_compiles_and_prints_the_library_path(tmp_path: Path, ca
 
 LOAD_WITHOUT_LLVM = """
 import sys
+import time
 import numpy as np
 from pathlib import Path
 from shipml.runtimes import lightgbm_compiled as lc

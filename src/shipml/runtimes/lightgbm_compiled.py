@@ -33,6 +33,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ log = logging.getLogger("shipml.runtimes.lightgbm_compiled")
 _COMPILE_OPTIONS: dict[str, Any] = {"fblocksize": 34, "fcodemodel": "large", "finline": True, "use_fp64": True}
 _ENTRY = "forest_root"  # lleaves' entry point: void forest_root(double *rows, double *out, int32 start, int32 end)
 _LINK_TIMEOUT_S = 600
+_STALE_S = 3600.0  # a compile's work directory untouched this long belongs to a compile that died
 _LLVMLITE_TOO_NEW = (0, 44)  # llvmlite 0.44 removed llvm.initialize(), which lleaves 1.3 calls
 _ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold: |x| <= this is zero
 _OBJECTIVES = frozenset({
@@ -249,6 +251,7 @@ def compile_to_cache(model_file: Path, *, cache: Path | None = None) -> Path:
     target = directory / f"{cache_key(text)}.so"
     if target.exists() and _trust_problem(directory, target) is None:
         return target
+    _sweep(directory)
     work = Path(tempfile.mkdtemp(prefix=".compiling-", dir=directory))  # 0700, same filesystem as target
     try:
         # compile the bytes that were hashed, not whatever the file holds by now
@@ -271,6 +274,21 @@ def compile_to_cache(model_file: Path, *, cache: Path | None = None) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _sweep(directory: Path, older_than_s: float = _STALE_S) -> None:
+    """Remove the work directories of compiles that died (a killed process leaves its ``.compiling-*``
+    behind): ours, not symlinks, untouched for ``older_than_s``. A live compile writes into its own within
+    seconds to minutes."""
+    cutoff = time.time() - older_than_s
+    for entry in directory.glob(".compiling-*"):
+        try:
+            st = entry.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mtime < cutoff:
+            log.info("removing %s, left by a compile that did not finish", entry)
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def load_cached(model_file: Path, *, cache: Path | None = None) -> CompiledLightGBM | None:
