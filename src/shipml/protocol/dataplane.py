@@ -119,12 +119,16 @@ class ModelRunner:
             # the batch had more problems than are spelled out: some request may have lost its own (rare path)
             problems = [check(self._merge([r]), self.model.signature, self.policy).problems for r in requests]
         outcomes: list[Outcome | Exception | None] = [None] * len(requests)
-        good: list[int] = []
-        for i, (start, stop) in enumerate(bounds):
-            if checked.bad_rows[start:stop].any():
-                outcomes[i] = _schema_error(problems[i], int(checked.bad_rows[start:stop].sum()))
-            else:
-                good.append(i)
+        good: list[int] = list(range(len(requests)))
+        if checked.bad_rows.any():  # which requests hold bad rows: one reduction, not one per request
+            running = np.concatenate([[0], np.cumsum(checked.bad_rows, dtype=np.int64)])
+            good = []
+            for i, (start, stop) in enumerate(bounds):
+                bad = int(running[stop] - running[start])
+                if bad:
+                    outcomes[i] = _schema_error(problems[i], bad)
+                else:
+                    good.append(i)
         if good:
             want_proba = any(requests[i].want_proba for i in good)
             table = checked.table

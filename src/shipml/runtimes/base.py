@@ -94,4 +94,7 @@ def is_instance_of(model: Any, module_prefix: str, *class_names: str) -> bool:
 def binary_proba(p: np.ndarray) -> np.ndarray:
     """(n,) probabilities of the positive class as (n, 2) [negative, positive]."""
     p = np.asarray(p, dtype=np.float64).reshape(-1)
-    return np.column_stack([1.0 - p, p])
+    out = np.empty((p.shape[0], 2))
+    np.subtract(1.0, p, out=out[:, 0])
+    out[:, 1] = p
+    return out
