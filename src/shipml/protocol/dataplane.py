@@ -153,9 +153,6 @@ class ModelRunner:
                 position += n
         return [o if o is not None else InferenceError("no outcome") for o in outcomes]
 
-
-
-
     def _merge(self, requests: Sequence[Request]) -> Any:
         parts = [r.columns for r in requests]
         if all(isinstance(p, list) for p in parts):  # value rows of every request: one conversion for all

@@ -41,6 +41,7 @@ from shipml.errors import NotFoundError, ShipmlError
 from shipml.package.lineage import current_user
 from shipml.registry import local
 from shipml.registry.names import check_name
+from shipml.server import http
 
 __all__ = [
     "Access",
@@ -496,9 +497,9 @@ class Denial:
     challenge: str | None = None
     info: TokenInfo | None = None  # the caller, when the token was valid (a 403)
 
-    @property
-    def body(self) -> bytes:
-        return orjson.dumps({"error": self.message})
+    def reply(self) -> http.Reply:
+        headers = [("www-authenticate", self.challenge)] if self.challenge is not None else None
+        return http.Reply(self.status, orjson.dumps({"error": self.message}), headers)
 
 
 class AuthMiddleware:
@@ -520,6 +521,13 @@ class AuthMiddleware:
         self.app = app
         self.gate = TokenGate(store, metrics_auth=metrics_auth, default_model=default_model) \
             if enabled and store is not None else None
+
+    @classmethod
+    def over(cls, app: ASGIApp, gate: TokenGate) -> AuthMiddleware:
+        """The middleware applying ``gate`` in front of ``app``."""
+        middleware = cls(app, None, enabled=False)
+        middleware.gate = gate
+        return middleware
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -550,9 +558,4 @@ async def _deny(kind: str, send: Send, denial: Denial) -> None:
     if kind == "websocket":  # closing before accept makes the server answer the handshake with 403
         await send({"type": "websocket.close", "code": 1008, "reason": denial.message[:120]})
         return
-    body = denial.body
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if denial.challenge is not None:
-        headers.append((b"www-authenticate", denial.challenge.encode()))
-    await send({"type": "http.response.start", "status": denial.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await http.send_asgi(send, denial.reply())

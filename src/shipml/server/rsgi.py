@@ -132,8 +132,7 @@ class ShipmlRSGI:
             values = [v for k, v in scope.headers.items() if k == "authorization"]
             outcome = gate.check(request.method, request.path, values)
             if isinstance(outcome, Denial):
-                challenge = [("www-authenticate", outcome.challenge)] if outcome.challenge else None
-                return http.Reply(outcome.status, outcome.body, challenge)
+                return outcome.reply()
             if outcome is not None:
                 request.token_id = outcome.id
         return await self.app.respond(request)

@@ -90,8 +90,7 @@ def build_app(spec: DeploymentSpec, registry: Registry | None = None) -> tuple[S
     if gate is not None:
         from shipml.server.auth import AuthMiddleware
 
-        return app, AuthMiddleware(app, gate.store, enabled=True,  # type: ignore[arg-type]
-                                   metrics_auth=gate.metrics_auth, default_model=gate.default_model)
+        return app, AuthMiddleware.over(app, gate)  # type: ignore[arg-type]
     return app, app
 
 
