@@ -226,11 +226,13 @@ def verify_integrity(directory: Path, manifest: Manifest) -> None:
 
 
 def load_package(directory: Path, *, verify: bool = True, allow_env_mismatch: bool = False,
-                 trusted: bool | None = None) -> LoadedModel:
+                 trusted: bool | None = None, manifest_sha256: str | None = None) -> LoadedModel:
     """Load a package directory: check integrity, trust and environment, load, then re-run the golden sample.
 
-    ``trusted``: None honours the trust recorded at save time; False refuses any package that needs trust."""
-    manifest = read_manifest(directory)
+    ``trusted``: None honours the trust recorded at save time; False refuses any package that needs trust.
+    ``manifest_sha256``: the manifest's digest as the registry recorded it at save time (None for a package
+    directory outside a registry); a manifest that does not match it is refused."""
+    manifest = read_manifest(directory, manifest_sha256)
     runtime = runtimes.get(manifest.runtime.name)
     if manifest.runtime.api_version != runtime.api_version:
         raise ManifestError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shipml.errors import ManifestError
+from shipml.errors import IntegrityError, ManifestError
 from shipml.package.signature import Signature
 
 MANIFEST = "shipml.json"
@@ -106,12 +107,24 @@ class Manifest(BaseModel):
         return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
 
-def read_manifest(directory: Path) -> Manifest:
+def manifest_digest(data: bytes) -> str:
+    """The sha256 (hex) of a manifest's bytes, as the registry records it when a version is committed."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(directory: Path, expected_sha256: str | None = None) -> Manifest:
+    """The manifest of the package in ``directory``. ``expected_sha256``: the digest recorded for it outside
+    the package (by the registry); a manifest whose bytes differ is refused with an IntegrityError."""
     path = directory / MANIFEST
     try:
-        raw = orjson.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ManifestError(f"no {MANIFEST} in the model package {directory.name!r}") from exc
+    if expected_sha256 is not None and manifest_digest(data) != expected_sha256:
+        raise IntegrityError(f"{MANIFEST} of {directory.name!r} does not match the digest recorded when it was"
+                             " saved (edited or corrupted since); refusing to load it")
+    try:
+        raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ManifestError(f"{MANIFEST} of {directory.name!r} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
