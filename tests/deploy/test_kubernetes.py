@@ -3,6 +3,7 @@ policy the manifests promise - probes, grace period, security context, resources
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
@@ -282,6 +283,8 @@ def test_models_from_s3_with_several_endpoints(tmp_path: Path, churn_registry: P
     assert args[args.index("--endpoint-url") + 1] == "http://127.0.0.1:9000"
     includes = sorted(args[i + 1] for i, a in enumerate(args) if a == "--include")
     assert includes == ["models/churn/*", "models/fraud/*"]
+    # the ledger of manifest digests travels with the versions (aws s3 filters' * spans '/'): sealed loads
+    assert fnmatch.fnmatchcase("models/churn/versions.jsonl", "models/churn/*")
     assert args[args.index("--exclude") + 1] == "*"
     assert init["envFrom"] == [{"secretRef": {"name": "models-s3"}}]
     volumes = {v["name"]: v for v in pod["volumes"]}

@@ -87,8 +87,7 @@ def predict_file(
         raise SchemaError("batch_size and part_rows must be at least 1")
     if engine not in ("local", "ray", "dask"):
         raise SchemaError(f"unknown engine {engine!r}: use local, ray or dask")
-    model_path = _resolve(ref, registry)
-    manifest = read_manifest(model_path)
+    model_path, manifest_sha256, manifest = _resolve(ref, registry)
     keep = tuple(dict.fromkeys(keep_columns))
     _check_options(manifest, keep, proba)
     files = sources.list_inputs(input, input_format)
@@ -103,7 +102,7 @@ def predict_file(
     work = workdir.work_dir_for(out, key)
     n_workers = workers if workers is not None else (_local_cpus() if engine == "local" else None)
     job = JobSpec(str(model_path), manifest.ref, key, str(work), keep, proba, batch_size, policy, trusted,
-                  allow_env_mismatch)
+                  allow_env_mismatch, manifest_sha256=manifest_sha256)
     report = BatchReport(manifest.ref, out, rejects_path, fmt, engine, n_workers or 0, parts_total=len(parts))
     with workdir.locked(work):
         workdir.remove_temporary(work)
@@ -128,15 +127,18 @@ def predict_file(
     return report
 
 
-def _resolve(ref: str | Path, registry: Registry | str | Path | None) -> Path:
-    """The package directory of ``ref``, pinned: an alias that moves during the job changes nothing."""
+def _resolve(ref: str | Path, registry: Registry | str | Path | None) -> tuple[Path, str | None, Manifest]:
+    """The package directory of ``ref``, pinned (an alias that moves during the job changes nothing), the
+    manifest sha256 the registry recorded for it (None for a package directory), and its manifest. Workers
+    load with that sha256, so a manifest edited after this point is refused by them too."""
     if isinstance(ref, Path):
-        return ref.absolute()
+        return ref.absolute(), None, read_manifest(ref)
     parsed = Ref.parse(ref)
     if parsed.path is not None:
-        return parsed.path.absolute()
+        return parsed.path.absolute(), None, read_manifest(parsed.path)
     reg = registry if isinstance(registry, Registry) else Registry(registry)
-    return reg.get(parsed).path
+    mv = reg.get(parsed)
+    return mv.path, mv.manifest_sha256, mv.manifest
 
 
 def _check_options(manifest: Manifest, keep: tuple[str, ...], proba: bool) -> None:

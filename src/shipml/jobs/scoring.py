@@ -39,7 +39,7 @@ def model_for(job: JobSpec) -> LoadedModel:
         model = _models.get(job.model_path)
         if model is None:
             model = load_package(Path(job.model_path), trusted=job.trusted,
-                                 allow_env_mismatch=job.allow_env_mismatch)
+                                 allow_env_mismatch=job.allow_env_mismatch, manifest_sha256=job.manifest_sha256)
             _models.clear()  # one model per process: a new job's model replaces the last one
             _models[job.model_path] = model
             _loads[job.model_path] = _loads.get(job.model_path, 0) + 1
