@@ -237,3 +237,35 @@ def test_processes_deleting_one_version_one_wins_the_others_get_not_found(reg: s
     assert results.count("deleted") == 1, results
     assert sorted(r for r in results if r != "deleted") == [
         "notfound:m:1.1.0 does not exist (deleted meanwhile?)"] * 2
+
+
+READ_ONLY = """
+import logging, sys
+import shipml
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+registry = shipml.Registry(sys.argv[1])
+mv = registry.get("m:1.1.0")
+print("digest", mv.manifest_sha256)
+print("loaded", registry.load("m:1.1.0").version)
+"""
+
+
+@pytest.mark.slow
+def test_a_read_only_registry_made_before_the_ledger_loads_unsealed_and_says_so(reg: shipml.Registry,
+                                                                                tmp_path: Path) -> None:
+    """An image or a mounted bucket holding a registry made before ledgers: nothing can be recorded, so its
+    versions load unsealed (their manifests then authenticate nothing) and the log says so."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], check=False).returncode:
+        pytest.skip("needs unshare -rm (a private mount namespace) for a read-only mount")
+    (reg.root / "models" / "m" / "versions.jsonl").unlink()
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    script = (f"mount --bind {reg.root} {mount} && mount -o remount,ro,bind {mount} && "
+              f"exec {sys.executable} -c '{READ_ONLY}' {mount}")
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["digest None", "loaded 1.1.0"]
+    assert "models/m has no ledger of manifest digests and none can be written (Read-only file system)" \
+        in out.stderr
+    assert not (reg.root / "models" / "m" / "versions.jsonl").exists()
