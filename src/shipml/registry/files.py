@@ -64,6 +64,8 @@ class RegistryFiles:
                 found = os.lstat(current)
             except FileNotFoundError:
                 return None
+            except NotADirectoryError:  # only the root can be a file here: every other parent was checked
+                raise RegistryCorrupt(f"the registry root {self.root.name!r} is not a directory") from None
             if stat.S_ISLNK(found.st_mode):
                 raise self.link_error(current)
         return found
