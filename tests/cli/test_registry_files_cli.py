@@ -103,6 +103,18 @@ def test_a_torn_last_line_is_a_crash_mid_append_and_is_repaired(tiny_source: Pat
     assert reg.load("m:1.2.0").version == "1.2.0" and len(reg.evaluations(reg.get("m:1.0.0"))) == 2
 
 
+@pytest.mark.parametrize("record", [{"rows": 1.5}, {"metrics": {"accuracy": "high"}}, {"metrics": [1]},
+                                    {"task": True}])
+def test_an_evaluation_record_that_could_not_be_read_back_is_refused(tiny_source: Path, tmp_path: Path,
+                                                                     record: dict[str, Any]) -> None:
+    reg = shipml.Registry(copy(tiny_source, tmp_path) / "registry")
+    before = (reg.root / "models/m/evaluations.jsonl").read_bytes()
+    with pytest.raises(shipml.errors.BadRequest) as exc:
+        reg.record_evaluation(reg.get("m:1.0.0"), record)
+    assert one_line(exc.value).startswith("the evaluation record for m:1.0.0 has ")
+    assert (reg.root / "models/m/evaluations.jsonl").read_bytes() == before
+
+
 # -- random bytes in every registry file -------------------------------------------------------------------
 
 FILES = ["aliases.json", "history.jsonl", "evaluations.jsonl", "versions.jsonl", "versions/1.1.0/shipml.json"]

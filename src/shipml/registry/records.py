@@ -123,10 +123,23 @@ def parse_history(data: bytes, name: str, where: str) -> list[AliasMove]:
 
 # -- evaluations.jsonl -------------------------------------------------------------------------------------
 
-_EVALUATION_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
-    "task": (str, True), "rows": (int, True), "rejected": (int, True), "data": (str, True),
-    "fingerprint": (str, True), "target": (str, True), "at": (str, True), "by": (str, True),
+_EVALUATION_FIELDS: dict[str, type] = {
+    "task": str, "rows": int, "rejected": int, "data": str, "fingerprint": str, "target": str, "at": str,
+    "by": str,
 }
+
+
+def evaluation_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with an evaluation record (each field optional but typed), or None."""
+    for key, kind in _EVALUATION_FIELDS.items():
+        value = record.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"has no valid {key!r}"
+    metrics = record.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in metrics.items()):
+        return "has metrics that are not name -> number"
+    return None
 
 
 def parse_evaluations(data: bytes, where: str, keep: Callable[[str], bool]) -> list[dict[str, Any]]:
@@ -134,12 +147,9 @@ def parse_evaluations(data: bytes, where: str, keep: Callable[[str], bool]) -> l
     out = []
     for line, d in jsonl(data, where):
         version = version_field(d, "version", where, line)
-        for key, (kind, optional) in _EVALUATION_FIELDS.items():
-            field(d, key, kind, where, line, optional=optional)
-        metrics = field(d, "metrics", dict, where, line, optional=True) or {}
-        if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                   for k, v in metrics.items()):
-            raise corrupt(where, "has metrics that are not name -> number", line)
+        problem = evaluation_problem(d)
+        if problem is not None:
+            raise corrupt(where, problem, line)
         if keep(str(version)):
             out.append(d)
     return out

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from shipml.config import shipml_home
-from shipml.errors import AlreadyExistsError, ConflictError, IntegrityError, InvalidNameError, NotFoundError
+from shipml.errors import AlreadyExistsError, BadRequest, ConflictError, IntegrityError, InvalidNameError, NotFoundError
 from shipml.package.lineage import current_user, now_iso
 from shipml.package.loaded import LoadedModel, load_package
 from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, read_manifest, write_manifest
@@ -389,6 +389,10 @@ class Registry:
 
     # -- evaluations ---------------------------------------------------------------------------------------
     def record_evaluation(self, mv: ModelVersion, record: dict[str, Any]) -> None:
+        """Append ``record`` (metrics, task, rows, ... as :class:`shipml.Evaluation` stores them) for ``mv``."""
+        problem = records.evaluation_problem(record)
+        if problem is not None:
+            raise BadRequest(f"the evaluation record for {mv.ref} {problem}; nothing was stored")
         mdir = self._require_model(mv.name)
         with self._files.lock(mdir):
             self._files.append_line(mdir / EVALUATIONS, orjson.dumps({"version": mv.version, **record}))
