@@ -78,6 +78,7 @@ def operations(reg: shipml.Registry) -> dict[str, Callable[[], object]]:
     }
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(places=st.lists(st.sampled_from(sorted(PLACES)), min_size=1, max_size=3, unique=True),
        to_file=st.booleans(),
