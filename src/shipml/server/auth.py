@@ -18,7 +18,6 @@ it to one request, under :class:`AuthMiddleware` (ASGI) or the RSGI app (``serve
 from __future__ import annotations
 
 import builtins
-import enum
 import hashlib
 import hmac
 import logging
@@ -41,7 +40,8 @@ from shipml.errors import NotFoundError, ShipmlError
 from shipml.package.lineage import current_user
 from shipml.registry import local
 from shipml.registry.names import check_name
-from shipml.server import http
+from shipml.server import http, routes
+from shipml.server.routes import Level
 
 __all__ = [
     "Access",
@@ -334,13 +334,6 @@ class TokenStore:
 
 
 # -- route policy -----------------------------------------------------------------------------------------
-class Level(enum.Enum):
-    OPEN = "open"        # no token
-    METRICS = "metrics"  # open, or admin when the server is started with metrics_auth
-    PREDICT = "predict"
-    ADMIN = "admin"
-
-
 @dataclass(frozen=True, slots=True)
 class Access:
     """What a request needs. ``model``: the model named in the path; ``default_model``: the route serves the
@@ -351,28 +344,6 @@ class Access:
     default_model: bool = False
 
 
-_SEG = r"[^/]+"
-_OPEN_PATHS = frozenset({
-    "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json",
-})
-_PREDICT_POST = [re.compile(p) for p in (
-    rf"/models/(?P<name>{_SEG})/predict",
-    rf"/models/(?P<name>{_SEG})/versions/{_SEG}/predict",
-    rf"/v1/models/(?P<name>{_SEG}):predict",
-    rf"/v2/models/(?P<name>{_SEG})/infer",
-    rf"/v2/models/(?P<name>{_SEG})/versions/{_SEG}/infer",
-)]
-_PREDICT_GET = [re.compile(p) for p in (
-    r"/v1/models/(?P<name>[^/:]+)",  # model status; a ':' is a verb (":predict" is POST only)
-    rf"/v2/models/(?P<name>{_SEG})",
-    rf"/v2/models/(?P<name>{_SEG})/ready",
-    rf"/v2/models/(?P<name>{_SEG})/versions/{_SEG}",
-    rf"/v2/models/(?P<name>{_SEG})/versions/{_SEG}/ready",
-    rf"/models/(?P<name>{_SEG})",
-)]
-_SERVER_WIDE_GET = frozenset({"/v2", "/models"})
-
-
 def _model_name(segment: str) -> str:
     """``churn``, ``churn@production`` and ``churn:1.2.0`` all name the model ``churn`` (names never contain
     ``@`` or ``:``)."""
@@ -380,30 +351,16 @@ def _model_name(segment: str) -> str:
 
 
 def required_access(method: str, path: str) -> Access:
-    """The access a request needs, from its method and (percent-decoded, root-path-free) path. Anything not
-    listed - future admin routes, unknown paths, other methods on known paths - needs admin."""
+    """The access a request needs, from its method and (percent-decoded, root-path-free) path, as the route table
+    (server/routes.py) gives it. Anything the table does not serve - unknown paths, other methods on known
+    paths - needs admin."""
     method = method.upper()
-    if method == "HEAD":
-        method = "GET"
-    if method == "GET":
-        if path in _OPEN_PATHS:
-            return Access(Level.OPEN)
-        if path == "/metrics":
-            return Access(Level.METRICS)
-        if path in _SERVER_WIDE_GET:
-            return Access(Level.PREDICT)
-        for pattern in _PREDICT_GET:
-            if m := pattern.fullmatch(path):
-                return Access(Level.PREDICT, model=_model_name(m["name"]))
-    elif method == "POST":
-        if path == "/predict":
-            return Access(Level.PREDICT, default_model=True)
-        if path == "/v2/repository/index":
-            return Access(Level.PREDICT)
-        for pattern in _PREDICT_POST:
-            if m := pattern.fullmatch(path):
-                return Access(Level.PREDICT, model=_model_name(m["name"]))
-    return Access(Level.ADMIN)
+    found = routes.find("GET" if method == "HEAD" else method, path)
+    if found is None:
+        return Access(Level.ADMIN)
+    route, parts = found
+    model = _model_name(parts[0]) if route.model and parts and parts[0] is not None else None
+    return Access(route.level, model=model, default_model=route.default_model)
 
 
 def route_path(scope: MutableMapping[str, Any]) -> str:
@@ -417,7 +374,7 @@ def route_path(scope: MutableMapping[str, Any]) -> str:
 
 def authorize(info: TokenInfo, access: Access, default_model: str | None = None) -> str | None:
     """None when ``info`` may make a request needing ``access``, else why not."""
-    if access.level in (Level.OPEN, Level.METRICS) or info.allows_admin():
+    if access.level in (Level.OPEN, Level.METRICS, Level.DOCS) or info.allows_admin():
         return None
     if access.level is Level.ADMIN:
         return "this token has scope 'predict'; the route needs 'admin'"
@@ -446,23 +403,30 @@ class TokenGate:
     """The decision for one request, whatever carries it: ``check(method, path, authorization)`` gives None for a
     route open to all, the caller's :class:`TokenInfo` when the request may go on, or a :class:`Denial`.
     ``default_model`` is the model ``POST /predict`` serves, so that a token restricted to that model may use
-    it; with ``metrics_auth`` ``/metrics`` needs an admin token."""
+    it; with ``metrics_auth`` ``/metrics`` needs an admin token. ``on_refused(method, path, status)`` is told of
+    every refusal (the app counts them in its metrics: a refused request never reaches it)."""
 
-    def __init__(self, store: TokenStore, *, metrics_auth: bool = False, default_model: str | None = None) -> None:
+    def __init__(self, store: TokenStore, *, metrics_auth: bool = False, default_model: str | None = None,
+                 on_refused: Callable[[str, str, int], None] | None = None) -> None:
         self.store = store
         self.metrics_auth = metrics_auth
         self.default_model = default_model
+        self.on_refused = on_refused
 
     def check(self, method: str, path: str, authorization: builtins.list[str]) -> TokenInfo | Denial | None:
         """``authorization``: every value of the Authorization header (a second one is refused)."""
         access = required_access(method, path)
         if access.level is Level.METRICS:
             access = Access(Level.ADMIN if self.metrics_auth else Level.OPEN)
+        elif access.level is Level.DOCS:
+            access = Access(Level.OPEN)
         if access.level is Level.OPEN:
             return None
         outcome = self._check(authorization, access)
         if isinstance(outcome, Denial):
             log.info("denied %s %s: %d %s", method, path, outcome.status, outcome.message)
+            if self.on_refused is not None:
+                self.on_refused(method, path, outcome.status)
         return outcome
 
     def _check(self, values: builtins.list[str], access: Access) -> TokenInfo | Denial:
