@@ -37,7 +37,7 @@ from shipml.package.loaded import LoadedModel
 from shipml.package.manifest import read_manifest
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
-from shipml.server import http, routes
+from shipml.server import http, public, routes
 from shipml.server.compiled import switch_when_compiled
 from shipml.server.metrics import ServerMetrics
 from shipml.server.openapi import DOCS_HTML, openapi_document
@@ -54,7 +54,7 @@ Handler = Callable[..., Awaitable[http.Reply]]
 class Endpoint:
     spec: EndpointSpec
     runners: dict[str, ModelRunner] = field(default_factory=dict)  # version -> runner, primary first
-    errors: dict[str, str] = field(default_factory=dict)  # ref -> why it is not loaded
+    errors: dict[str, str] = field(default_factory=dict)  # ref -> why it is not loaded, as clients may see it
 
     @property
     def name(self) -> str:
@@ -163,13 +163,12 @@ class ShipmlApp:
                 try:
                     preloaded = self.preloaded.get(ref)
                     model = preloaded if preloaded is not None else await asyncio.to_thread(self.registry_load, ref)
-                except ShipmlError as exc:
-                    endpoint.errors[ref] = f"{ref}: {exc}"
-                    log.error("model %s failed to load: %s", ref, exc)
-                    continue
-                except Exception as exc:  # a framework error while loading: never crash the server
-                    endpoint.errors[ref] = f"{ref}: failed to load ({type(exc).__name__})"
-                    log.exception("model %s failed to load", ref)
+                except Exception as exc:  # whatever failed, the server goes on: the endpoint says it is not ready
+                    # The log has it all (paths, framework messages, their traceback); clients get a public reason.
+                    framework = not isinstance(exc, ShipmlError) or exc.__cause__ is not None
+                    log.error("model %s of endpoint %s failed to load: %s: %s", ref, endpoint.name,
+                              type(exc).__name__, exc, exc_info=exc if framework else None)
+                    endpoint.errors[ref] = await asyncio.to_thread(public.load_failure, ref, exc, self.registry)
                     continue
                 batching = self.spec.batching_for(endpoint.spec)
                 runner = ModelRunner(
@@ -339,7 +338,7 @@ class ShipmlApp:
         return http.Reply(200, self.metrics.render(), content_type=self.metrics.content_type)
 
     async def list_models(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
-        data = [{"name": e.name, "models": e.spec.models, "versions": list(e.runners),
+        data = [{"name": e.name, "models": [public.public_ref(r) for r in e.spec.models], "versions": list(e.runners),
                  "ready": e.ready} for e in self.endpoints.values()]
         return http.Reply(200, http.json_bytes({"models": data}))
 
@@ -387,8 +386,8 @@ class ShipmlApp:
         """What a client needs to call the model: its inputs and an example body known to be valid."""
         endpoint = self.endpoint_named(name)
         _label_model(state, endpoint)
-        body: dict[str, Any] = {"name": name, "models": endpoint.spec.models, "versions": list(endpoint.runners),
-                                "ready": endpoint.ready}
+        body: dict[str, Any] = {"name": name, "models": [public.public_ref(r) for r in endpoint.spec.models],
+                                "versions": list(endpoint.runners), "ready": endpoint.ready}
         if endpoint.runners:
             model = endpoint.runner().model
             body["inputs"] = [c.model_dump(exclude={"pandas_dtype"}) for c in model.signature.inputs]

@@ -93,8 +93,11 @@ async def switch_when_compiled(runner: ModelRunner) -> bool:
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a compiled model is an optimisation: never take the server down for it
-        runner.compile_status = f"not compiled: {type(exc).__name__}: {exc}"[:500]
-        log.warning("model %s stays on LightGBM: compiling failed (%s: %s)", ref, type(exc).__name__, exc)
+        # The status is shown to clients (GET /models/NAME): the exception's type only; its message (paths of
+        # the cache, the compiler's output) goes to the log.
+        runner.compile_status = f"not compiled: {type(exc).__name__} (the server log has the details)"
+        log.warning("model %s stays on LightGBM: compiling failed (%s: %s)", ref, type(exc).__name__, exc,
+                    exc_info=exc)
         return False
     if switched:
         runner.compile_status = "compiled"
