@@ -33,6 +33,7 @@ from shipml.errors import (
     ServiceUnavailable,
     ShipmlError,
 )
+from shipml.package.example import model_example
 from shipml.package.loaded import LoadedModel
 from shipml.package.manifest import read_manifest
 from shipml.protocol.dataplane import ModelRunner, Outcome
@@ -125,6 +126,7 @@ class ShipmlApp:
             else:
                 self.patterns.append((route.method, route.pattern, handler, route.label))
         self._openapi: tuple[int, bytes] | None = None  # (models loaded when built, document)
+        self._examples: dict[str, dict[str, Any]] = {}  # model ref -> example input row
 
     # -- ASGI entry ----------------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -392,7 +394,10 @@ class ShipmlApp:
             model = endpoint.runner().model
             body["inputs"] = [c.model_dump(exclude={"pandas_dtype"}) for c in model.signature.inputs]
             body["outputs"] = model.signature.outputs.model_dump()
-            body["example"] = {"instances": model.example_records()}
+            example = self._examples.get(model.ref)
+            if example is None:  # made once per model: it reads the profile
+                example = self._examples[model.ref] = model_example(model)
+            body["example"] = {"instances": [example]}
             runner = endpoint.runner()
             body["runtime"] = {"name": model.manifest.runtime.name,
                                "compiled": bool(getattr(model.runtime_model, "compiled", False)),
