@@ -35,6 +35,8 @@ CALLS: list[tuple[str, str, Any, str, tuple[str, str], int]] = [
     ("GET", "/models", None, "/models", NONE, 200),
     ("GET", "/openapi.json", None, "/openapi.json", NONE, 200),
     ("GET", "/docs", None, "/docs", NONE, 200),
+    ("GET", "/docs/assets/swagger-ui.css", None, "/docs/assets", NONE, 200),
+    ("GET", "/docs/assets/no-such-file.js", None, "/docs/assets", NONE, 404),
     ("GET", "/models/clf", None, "model_info", CLF, 200),
     ("GET", "/models/ghost", None, "model_info", NONE, 404),
     ("POST", "/models/clf/predict", SIMPLE, "predict", CLF, 200),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import stat
@@ -204,6 +205,7 @@ ROUTES: list[tuple[str, str, Access]] = [
     ("GET", "/v2/health/ready", Access(OPEN)),
     ("GET", "/docs", Access(DOCS)),
     ("GET", "/openapi.json", Access(DOCS)),
+    ("GET", "/docs/assets/swagger-ui-bundle.js", Access(DOCS)),
     ("GET", "/metrics", Access(METRICS)),
     ("POST", "/predict", Access(PREDICT, default_model=True)),
     ("POST", "/models/churn/predict", Access(PREDICT, "churn")),
@@ -416,11 +418,53 @@ def test_default_model_route_for_a_restricted_token(store: TokenStore, tokens: d
 
 def test_health_is_open(store: TokenStore) -> None:
     app = AuthMiddleware(echo_app, store)
-    for route in ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json"]:
+    for route in ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"]:
         response = request(app, "GET", route)
         assert response.status_code == 200, route
         assert response.json()["token_id"] is None
         assert request(app, "HEAD", route).status_code == 200
+
+
+DOCS_ROUTES = ["/docs", "/openapi.json", "/docs/assets/swagger-ui.css"]
+
+
+def basic(token: str, user: str = "") -> tuple[str, str]:
+    return ("Authorization", "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode())
+
+
+def test_docs_need_any_valid_token(store: TokenStore, tokens: dict[str, str]) -> None:
+    app = AuthMiddleware(echo_app, store)
+    for route in DOCS_ROUTES:
+        assert_denied(request(app, "GET", route), 401, "missing bearer token")
+        for who in ("admin", "predict", "churn"):  # any scope, a token restricted to one model too
+            assert request(app, "GET", route, tokens[who]).json()["token_id"] is not None, (route, who)
+            assert request(app, "HEAD", route, tokens[who]).status_code == 200
+        assert_denied(request(app, "GET", route, f"shipml_{'0' * 12}_{'A' * 43}"), 401, "invalid token")
+
+
+def test_a_browser_gets_in_to_the_docs_with_basic_credentials(store: TokenStore, tokens: dict[str, str]) -> None:
+    """A browser cannot send a bearer token when it opens /docs: the 401 also offers Basic, whose password is the
+    token (any user name). Only for the docs: elsewhere a browser would send it unasked (cross-site requests)."""
+    app = AuthMiddleware(echo_app, store)
+    challenge = request(app, "GET", "/docs").headers["www-authenticate"]
+    assert challenge == 'Bearer realm="shipml", Basic realm="shipml", charset="UTF-8"'
+    for route in DOCS_ROUTES:
+        for user in ("", "me"):
+            answer = request(app, "GET", route, headers=[basic(tokens["churn"], user)])
+            assert answer.status_code == 200 and not answer.json()["saw_authorization"], route
+        assert_denied(request(app, "GET", route, headers=[basic("wrong")]), 401, "invalid token")
+        assert_denied(request(app, "GET", route, headers=[("Authorization", "Basic !!")]), 401, "malformed")
+    for method, route in [("POST", "/models/churn/predict"), ("GET", "/models"), ("GET", "/metrics/x")]:
+        answer = request(app, method, route, headers=[basic(tokens["admin"])])
+        assert_denied(answer, 401, "malformed Authorization header")
+        assert "Basic" not in answer.headers["www-authenticate"]
+
+
+def test_docs_open_by_flag(store: TokenStore, tokens: dict[str, str]) -> None:
+    app = AuthMiddleware(echo_app, store, open_docs=True)
+    for route in DOCS_ROUTES:
+        assert request(app, "GET", route).status_code == 200
+    assert_denied(request(app, "GET", "/models"), 401, "missing bearer token")
 
 
 def test_metrics_open_or_admin_by_flag(store: TokenStore, tokens: dict[str, str]) -> None:

@@ -38,10 +38,10 @@ from shipml.package.loaded import LoadedModel
 from shipml.package.manifest import read_manifest
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
-from shipml.server import http, public, routes
+from shipml.server import docs, http, public, routes
 from shipml.server.compiled import switch_when_compiled
 from shipml.server.metrics import ServerMetrics
-from shipml.server.openapi import DOCS_HTML, openapi_document
+from shipml.server.openapi import openapi_document
 from shipml.server.v2_routes import V2Routes
 from shipml.spec import DeploymentSpec, EndpointSpec
 
@@ -412,7 +412,13 @@ class ShipmlApp:
         return http.Reply(200, self._openapi[1])
 
     async def docs(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
-        return http.Reply(200, DOCS_HTML, content_type="text/html; charset=utf-8")
+        return http.Reply(200, docs.page(), list(docs.DOCS_HEADERS), content_type="text/html; charset=utf-8")
+
+    async def docs_asset(self, request: http.Request, state: dict[str, Any], name: str) -> http.Reply:
+        found = docs.asset(name)
+        if found is None:
+            raise NotFoundError("no such asset of the docs")
+        return http.Reply(200, found.body, list(docs.DOCS_HEADERS), content_type=found.content_type)
 
     # -- shared steps --------------------------------------------------------------------------------------
     def endpoint_named(self, name: str) -> Endpoint:

@@ -18,18 +18,6 @@ from shipml.spec import DeploymentSpec
 
 _JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "string": "string", "datetime": "string"}
 
-DOCS_HTML = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>shipml API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body>
-<noscript>The API is described at <a href="openapi.json">openapi.json</a>.</noscript>
-<div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui"});</script>
-</body></html>
-"""
-
-
 def column_schema(column: ColumnSpec, categories_enum: bool) -> dict[str, Any]:
     """The JSON schema of one input value. Ranges are described, not enforced: the server's input policy
     decides whether an out-of-range value is a warning or an error."""

@@ -61,6 +61,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/predict", "predict_only", "predict", _PREDICT, default_model=True),
     Route("GET", "/openapi.json", "openapi", "/openapi.json", _DOCS),
     Route("GET", "/docs", "docs", "/docs", _DOCS),
+    Route("GET", r"/docs/assets/([^/]+)", "docs_asset", "/docs/assets", _DOCS, regex=True),
     Route("GET", _MODEL, "model_info", "model_info", _PREDICT, regex=True, model=True),
     Route("POST", _MODEL + "/predict", "predict_simple", "predict", _PREDICT, regex=True, model=True),
     Route("POST", _MODEL + r"/versions/([^/]+)/predict", "predict_simple", "predict", _PREDICT, regex=True,

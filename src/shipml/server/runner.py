@@ -104,7 +104,7 @@ def build_parts(spec: DeploymentSpec, registry: Registry | None = None) -> tuple
     store = TokenStore(spec.auth.tokens_file or default_token_path(app.registry.root))
     only = spec.endpoints[0].name if len(spec.endpoints) == 1 else None
     return app, TokenGate(store, metrics_auth=spec.auth.metrics_auth, default_model=only,
-                          on_refused=app.count_refused)
+                          open_docs=spec.auth.open_docs, on_refused=app.count_refused)
 
 
 def _config(asgi: Any, spec: DeploymentSpec) -> uvicorn.Config:
