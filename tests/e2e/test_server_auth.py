@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, Any, str, int]] = [
     ("GET", "/v2/health/ready", None, OPEN, 200),
     ("GET", "/openapi.json", None, SERVER, 200),
     ("GET", "/docs", None, SERVER, 200),
+    ("GET", "/docs/assets/swagger-ui.css", None, SERVER, 200),
     ("GET", "/metrics", None, OPEN, 200),
     ("GET", "/models", None, SERVER, 200),
     ("GET", "/v2", None, SERVER, 200),
