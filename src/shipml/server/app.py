@@ -257,8 +257,7 @@ class ShipmlApp:
         started = time.monotonic()
         incoming = request.header("x-request-id")
         request_id = incoming[:128] if incoming else new_request_id()
-        state: dict[str, Any] = {"id": request_id, "route": routes.NOT_FOUND, "model": "",
-                                 "version": ""}
+        state: dict[str, Any] = {"id": request_id, "route": routes.NOT_FOUND, "model": "", "version": ""}
         method, path = request.method, request.path
         reply: http.Reply | None
         try:
