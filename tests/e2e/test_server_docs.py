@@ -142,7 +142,7 @@ def render(server: Server, credentials: dict[str, str] | None = None) -> tuple[s
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(origin + "docs")
-            page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+            page.wait_for_selector(".opblock-summary-path", timeout=60_000)  # liveness, not speed
             text = page.inner_text("#swagger-ui")
         finally:
             browser.close()
