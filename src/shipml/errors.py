@@ -35,8 +35,10 @@
 
 Errors carry a ``status`` (an HTTP-like status code, so the server maps them without knowing each class).
 ``public_message`` is what a remote client may see: the message for a 4xx, or for a 5xx whose class sets
-``expose`` (its message is written for clients); "internal error" otherwise. No message holds a traceback, a
-path of the server's filesystem or a secret.
+``expose`` (its message is written for clients); "internal error" otherwise. No message holds a traceback or a
+secret. A message about the operator's own files may name them (``no model named 'churn' in
+Registry('/srv/models')`` says where to look): those are for the CLI and the log. The server never sends such a
+message to a client: a model that failed to load is described by ``server/public.py``, by kind of failure.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Example::
     batching: {max_batch_size: 1024, max_latency_ms: 2}
     limits: {max_body_bytes: 1048576, max_rows: 10000, max_queue: 2048, request_timeout_ms: 5000}
     input_policy: {out_of_range: warn, unseen_category: reject}
-    auth: {enabled: true, metrics_auth: false}
+    auth: {enabled: true, metrics_auth: false, open_docs: false}
     endpoints:
       - name: churn
         models: [churn@production]
@@ -82,6 +82,9 @@ class AuthSpec(_Strict):
     enabled: bool = False
     tokens_file: str | None = Field(None, description="default: tokens.json in the registry directory")
     metrics_auth: bool = False
+    open_docs: bool = Field(False, description=(
+        "serve /docs and /openapi.json without a token (they describe every model's inputs, categories and"
+        " ranges); by default they need a token of any scope"))
 
 
 class EndpointSpec(_Strict):
