@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 import shipml
 from tests.e2e.conftest import numeric_data
 from tests.e2e.server_process import Server, free_port
+from tests.unit.registry_support import reseal
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +90,7 @@ def failing(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     artefact = next(p for p in (root / "models/corrupt/versions/1.0.0/model").rglob("*") if p.is_file())
     artefact.write_bytes(artefact.read_bytes() + b"\n")
     (root / "models/broken/versions/1.0.0/shipml.json").write_bytes(b'{"manifest_version": 1, "name": ')
+    reseal(shipml.Registry(root), "broken", "1.0.0")  # past the ledger's digest: the unreadable manifest itself is the fault
     code = tmp_path_factory.mktemp("exposure_code")
     (code / "exposure_models.py").write_text(MODULE_SOURCE)
     spec = importlib.util.spec_from_file_location("exposure_models", code / "exposure_models.py")
