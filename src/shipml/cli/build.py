@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from shipml._paths import absolute
 from shipml.cli._common import Context, emit_json, handle_errors
 
 
@@ -63,6 +64,8 @@ def build_command(ctx: Context, spec_or_refs: tuple[str, ...], image: str | None
     options = ImageOptions(image=image, base=base, extras=extras)
     check_build_volumes(volumes)
 
+    if context_dir is not None:
+        context_dir = absolute(context_dir)
     engine_path = None if context_dir is not None else find_engine(engine)
     directory = context_dir or temporary_context()
     try:

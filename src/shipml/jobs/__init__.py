@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from shipml._paths import absolute
 from shipml.errors import ConflictError, SchemaError
 from shipml.jobs import sinks, sources, workdir
 from shipml.jobs.progress import Progress
@@ -93,9 +94,9 @@ def predict_file(
     _check_options(manifest, keep, proba)
     files = sources.list_inputs(input, input_format)
     sources.check_columns(files, manifest.signature, keep)
-    out = Path(output).absolute()
+    out = absolute(output)
     fmt = sinks.output_format_of(out, output_format)
-    rejects_path = Path(rejects).absolute() if rejects is not None else sinks.default_rejects_path(out, fmt)
+    rejects_path = absolute(rejects) if rejects is not None else sinks.default_rejects_path(out, fmt)
     _refuse_overwriting_inputs(files, [out, rejects_path])
     parts = sources.plan_parts(files, part_rows)
     policy = policy or InputPolicy()
@@ -131,10 +132,10 @@ def predict_file(
 def _resolve(ref: str | Path, registry: Registry | str | Path | None) -> Path:
     """The package directory of ``ref``, pinned: an alias that moves during the job changes nothing."""
     if isinstance(ref, Path):
-        return ref.absolute()
+        return absolute(ref)
     parsed = Ref.parse(ref)
     if parsed.path is not None:
-        return parsed.path.absolute()
+        return absolute(parsed.path)
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     return reg.get(parsed).path
 

@@ -35,6 +35,7 @@ import pandas as pd
 import yaml
 
 from shipml._optional import import_optional
+from shipml._paths import absolute
 from shipml.api import save_model
 from shipml.errors import (
     DependencyError,
@@ -94,10 +95,11 @@ def import_model(path: str | Path, name: str, *, sample: Any, target: Any = None
     ``sample``: a DataFrame or the path of a CSV/Parquet file (an MLflow ``input_example`` is used when None);
     ``target``: a column of the sample holding the labels (dropped from the features), or the labels.
     """
-    path = Path(path)
+    given = str(path)
+    path = absolute(path)
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     if not path.exists():
-        raise NotFoundError(f"no such file or directory: {path.name}")
+        raise NotFoundError(f"no such file or directory: {given}")
     if path.is_dir() and (path / MANIFEST).is_file():
         return _import_package(path, name, reg, trusted=trusted, version=version, description=description,
                                tags=tags)
@@ -110,7 +112,7 @@ def import_model(path: str | Path, name: str, *, sample: Any, target: Any = None
         kind = file_format(path)
         found = _Found(_load_file(path, kind, trusted=trusted), path, kind)
     features, labels = read_sample(sample if sample is not None else found.example, target)
-    origin = path.name if found.source == path else f"{path.name}/{found.source.relative_to(path).as_posix()}"
+    origin = path.name if found.source == path else f"{path.name}/{found.source.relative_to(path.resolve()).as_posix()}"
     all_tags = {**(tags or {}), "imported_from": origin, "imported_sha256": sha256_file(found.source),
                 "imported_format": found.format}
     return save_model(found.model, name, sample=features, target=labels, version=version, trusted=trusted,

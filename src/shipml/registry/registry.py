@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from shipml._paths import absolute
 from shipml.config import shipml_home
 from shipml.errors import AlreadyExistsError, ConflictError, InvalidNameError, NotFoundError
 from shipml.package.lineage import current_user, now_iso
@@ -86,7 +87,7 @@ class Registry:
             raise InvalidNameError(f"unsupported registry URI {uri!r}: give a directory path or file:// URI")
         else:
             root = Path(uri)
-        self.root = root.expanduser().absolute()
+        self.root = absolute(root)
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
