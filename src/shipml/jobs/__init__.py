@@ -76,7 +76,9 @@ def predict_file(
 
     Output columns: ``keep_columns`` (copied from the input), ``prediction``, and with ``proba`` one
     ``proba_<class>`` column per class. Rows that break the signature go to ``rejects`` (default:
-    ``<output>.rejects.<ext>``) with ``_file``, ``_row``, ``_column``, ``_rule`` and ``_reason``.
+    ``<output>.rejects.<ext>``) with ``_file``, ``_row``, ``_column``, ``_rule`` and ``_reason``; when no row
+    is rejected there is no rejects file (``report.rejects`` is None). Kept columns keep their type (for CSV
+    input, the type all their values spell: see :func:`shipml.jobs.sources.typed_text`).
 
     ``workers``: processes (local; default: this machine's CPUs) or actors (ray) or worker processes of a local
     Dask cluster; each runs the model single-threaded. ``address``: an existing Ray or Dask cluster.
@@ -123,7 +125,7 @@ def predict_file(
         if todo:
             _run(job, todo, engine, n_workers, address, report, bar)
         bar.finish()
-        _assemble(work, parts, report, manifest, keep, proba, fmt)
+        _assemble(work, parts, report, rejects_path, manifest, keep, proba, fmt)
     workdir.remove(work)
     report.seconds = time.perf_counter() - started
     return report
@@ -210,9 +212,10 @@ def _run(job: JobSpec, todo: list[PartSpec], engine: Engine, workers: int | None
         run_dask(job, todo, workers, address, on_result)
 
 
-def _assemble(work: Path, parts: Sequence[PartSpec], report: BatchReport, manifest: Manifest,
+def _assemble(work: Path, parts: Sequence[PartSpec], report: BatchReport, rejects: Path, manifest: Manifest,
               keep: tuple[str, ...], proba: bool, fmt: OutputFormat) -> None:
-    """Rejects first, output last: the output under its final name means the whole job is done."""
+    """Rejects first (when a row was rejected), output last: the output under its final name means the whole
+    job is done."""
     results = workdir.finished(work)
     offsets: dict[int, int] = {}
     seen: dict[int, int] = {}
@@ -220,7 +223,11 @@ def _assemble(work: Path, parts: Sequence[PartSpec], report: BatchReport, manife
         offsets[part.index] = seen.get(part.file_index, 0)
         seen[part.file_index] = offsets[part.index] + results[part.index].rows_read
     indexes = [p.index for p in parts]
-    sinks.assemble(work, indexes, "rejects", report.rejects, fmt, _empty_rejects_schema(manifest, keep), offsets)
+    if report.rows_rejected:
+        sinks.assemble(work, indexes, "rejects", rejects, fmt, _empty_rejects_schema(manifest, keep), offsets)
+    else:  # no empty file; and none an earlier run left there, which would describe another run
+        rejects.unlink(missing_ok=True)
+        report.rejects = None
     sinks.assemble(work, indexes, "output", report.output, fmt, _empty_output_schema(manifest, keep, proba))
 
 
