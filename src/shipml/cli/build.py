@@ -24,8 +24,8 @@ def _is_spec_file(text: str) -> bool:
               help="Container engine (default: podman, else docker, whichever is on PATH).")
 @click.option("--context-only", "context_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write the build context into this (new or empty) directory and do not build.")
-@click.option("--base", help="Base image (default: the spec's image.base, else python:X.Y-slim for the models'"
-              " Python); e.g. a registry mirror's copy.")
+@click.option("--base", envvar="SHIPML_BUILD_BASE", help="Base image (env SHIPML_BUILD_BASE; default: the spec's"
+              " image.base, else python:X.Y-slim for the models' Python); e.g. a registry mirror's copy.")
 @click.option("--extra", "extras", multiple=True, help="Extra pip requirement baked into the image (repeatable).")
 @click.option("--build-volume", "volumes", multiple=True, envvar="SHIPML_BUILD_VOLUMES",
               metavar="HOST:CONTAINER[:ro]",
