@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 from sklearn.linear_model import LogisticRegression
 
 from shipml.cli import COMMANDS, cli
+from shipml.cli._common import add_shared_options
 from tests.cli.gate_models import GOOD, TARGET, WEAK, churn_frame
 from tests.loadtest.tiny_server import running
 
@@ -141,3 +142,13 @@ def test_show_json_after_the_name_is_the_model_card(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     card = orjson.loads(result.stdout)
     assert card["manifest"]["name"] == "churn" and card["manifest"]["version"] == WEAK
+
+
+def test_a_command_may_not_declare_the_shared_options_again() -> None:
+    @click.command("mine")
+    @click.option("--json", "as_json", is_flag=True, help="Its own JSON.")
+    def mine(as_json: bool) -> None:
+        """A command with its own --json."""
+
+    with pytest.raises(TypeError, match="'mine' declares --json"):
+        add_shared_options(mine)

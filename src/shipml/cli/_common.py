@@ -50,12 +50,12 @@ def add_shared_options(command: click.Command) -> click.Command:
     """Give ``command``, and every subcommand of it when it is a group, ``--registry`` and ``--json``.
 
     A command that declares either option itself is refused: one meaning per option name, for every command."""
-    declared = {opt for p in command.params for opt in p.opts + p.secondary_opts}
-    clash = declared.intersection(SHARED_OPTIONS)
-    if clash and not getattr(command, "_shipml_shared", False):
-        raise TypeError(f"command {command.name!r} declares {', '.join(sorted(clash))}: every command takes these"
-                        " already (shipml.cli._common.add_shared_options)")
     if not getattr(command, "_shipml_shared", False):
+        declared = {opt for p in command.params for opt in p.opts + p.secondary_opts}
+        clash = declared.intersection(SHARED_OPTIONS)
+        if clash:
+            raise TypeError(f"command {command.name!r} declares {', '.join(sorted(clash))}: every command takes"
+                            " these already (shipml.cli._common.add_shared_options)")
         command.params += [
             click.Option(["--registry"], metavar="PATH", expose_value=False, callback=_set_registry,
                          help=REGISTRY_HELP),

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from shipml.errors import IntegrityError, ManifestError
 from shipml.package.signature import Signature
@@ -108,6 +115,15 @@ class Lineage(BaseModel):
     sample_rows: int
     shipml_version: str
     imported_from: ImportedFrom | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_source(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A model that was not imported has no ``imported_from`` key at all: its manifest stays as readers that
+        predate the field expect it."""
+        data: dict[str, Any] = handler(self)
+        if self.imported_from is None:
+            data.pop("imported_from", None)
+        return data
 
 
 class Manifest(BaseModel):
