@@ -90,7 +90,8 @@ def failing(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     artefact = next(p for p in (root / "models/corrupt/versions/1.0.0/model").rglob("*") if p.is_file())
     artefact.write_bytes(artefact.read_bytes() + b"\n")
     (root / "models/broken/versions/1.0.0/shipml.json").write_bytes(b'{"manifest_version": 1, "name": ')
-    reseal(shipml.Registry(root), "broken", "1.0.0")  # past the ledger's digest: the unreadable manifest itself is the fault
+    # resealed past the ledger: the unreadable manifest itself is the fault the server must report
+    reseal(shipml.Registry(root), "broken", "1.0.0")
     code = tmp_path_factory.mktemp("exposure_code")
     (code / "exposure_models.py").write_text(MODULE_SOURCE)
     spec = importlib.util.spec_from_file_location("exposure_models", code / "exposure_models.py")

@@ -154,7 +154,17 @@ def _card(m: Manifest, evaluations: list[Evaluation], holders: list[str]) -> str
 
     lin = m.lineage
     commit = lin.git_commit and lin.git_commit + (" (uncommitted changes)" if lin.git_dirty else "")
-    out += ["", "Lineage", _facts([("created", lin.created_at), ("by", lin.user), ("host", lin.host),
+    source: list[tuple[str, Any]] = []
+    if lin.imported_from is not None:
+        imported = lin.imported_from
+        source = [("imported from", f"{imported.path} ({imported.file}, {imported.format})"),
+                  ("source sha256", imported.sha256)]
+        if imported.mlflow is not None:
+            ml = imported.mlflow
+            source += [("mlflow run", ml.run_id), ("mlflow model", ml.model_id or ml.model_uuid),
+                       ("artifact path", ml.artifact_path), ("mlflow created", ml.utc_time_created),
+                       ("mlflow", f"{ml.mlflow_version or '?'}, flavor {ml.flavor}")]
+    out += ["", "Lineage", _facts([("created", lin.created_at), ("by", lin.user), ("host", lin.host), *source,
                                    ("git commit", commit), ("git repository", lin.git_repo),
                                    ("code", lin.code_file), ("sample rows", lin.sample_rows),
                                    ("sample", lin.sample_fingerprint), ("target", lin.target_fingerprint),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from shipml._paths import absolute
 from shipml.config import shipml_home
 from shipml.errors import AlreadyExistsError, BadRequest, ConflictError, IntegrityError, InvalidNameError, NotFoundError
 from shipml.package.lineage import current_user, now_iso
@@ -113,7 +114,7 @@ class Registry:
             raise InvalidNameError(f"unsupported registry URI {uri!r}: give a directory path or file:// URI")
         else:
             root = Path(uri)
-        self.root = root.expanduser().absolute()
+        self.root = absolute(root)
         self._files = RegistryFiles(self.root)
 
     def __repr__(self) -> str:
