@@ -1,0 +1,275 @@
+"""One malformed request never fails its batch (issue #12, item 1): a property test of ``ModelRunner``.
+
+Random mixes of valid requests and requests with random JSON values in random cells (nested lists and
+objects, huge integers, NaN and the infinities, strings, booleans), in the records, columnar and rows forms,
+are sent together so that they share one batch, then each alone. Every request's answer in the batch must be
+exactly its answer alone; a valid request is answered as the model answers it directly; a malformed one gets
+a 4xx ShipmlError naming its own row, column and rule - never anything else.
+
+Two real models: LightGBM on int/float columns (one nullable: the dense path) and a custom Python model on
+int, float, string (categories), bool and datetime columns (the general path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shipml
+from shipml.batching.batcher import BatchStats
+from shipml.errors import InferenceError, SchemaError, ShipmlError
+from shipml.package.loaded import LoadedModel
+from shipml.package.validation import InputPolicy
+from shipml.protocol.dataplane import ModelRunner, Outcome
+from tests.json_strategies import Case, cases
+
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                         HealthCheck.too_slow])
+
+GENERAL_SOURCE = '''
+import numpy as np
+import pandas as pd
+
+from shipml.runtimes.pyfunc import PythonModel
+
+PLANS = {"basic": 0.0, "plus": 1.0, "pro": 2.0}
+
+
+class Scorer(PythonModel):
+    """A row-wise score over an int, a nullable float, a category, a bool and a date column."""
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        days = (X["when"] - pd.Timestamp("2020-01-01")).dt.days.to_numpy(dtype=float)
+        return (X["n"].to_numpy(dtype=float) + X["x"].fillna(0.0).to_numpy(dtype=float)
+                + X["plan"].astype(str).map(PLANS).to_numpy(dtype=float)
+                + X["flag"].to_numpy(dtype=float) * 10 + days / 1000)
+'''
+
+DENSE = ["a", "b", "n", "z"]
+GENERAL = ["n", "x", "plan", "flag", "when"]
+PLANS = ["basic", "plus", "pro"]
+START = date(2020, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def dense_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    rng = np.random.default_rng(0)
+    z = rng.uniform(0, 1, 300)
+    z[::7] = np.nan
+    X = pd.DataFrame({"a": rng.uniform(0, 1, 300), "b": rng.uniform(0, 1, 300), "n": rng.integers(0, 10, 300),
+                      "z": z})
+    y = ((X["a"] + X["b"] > 1) ^ (X["n"] > 5)).astype(int)
+    root = tmp_path_factory.mktemp("fuzz-dense")
+    model = lgb.LGBMClassifier(n_estimators=8, num_leaves=5, min_child_samples=5, verbose=-1).fit(X, y)
+    shipml.save_model(model, "dense", sample=X, target=y, registry=root, golden_rows=20)
+    return shipml.load_model("dense", registry=root)
+
+
+@pytest.fixture(scope="module")
+def general_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    code = tmp_path_factory.mktemp("fuzz-code")
+    (code / "fuzz_scorer.py").write_text(GENERAL_SOURCE)
+    spec = importlib.util.spec_from_file_location("fuzz_scorer", code / "fuzz_scorer.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fuzz_scorer"] = module
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=200)
+    x[::9] = np.nan
+    X = pd.DataFrame({"n": rng.integers(0, 50, 200), "x": x, "plan": rng.choice(PLANS, 200),
+                      "flag": rng.random(200) > 0.5,
+                      "when": pd.to_datetime("2020-01-01") + pd.to_timedelta(rng.integers(0, 365, 200), "D")})
+    root = tmp_path_factory.mktemp("fuzz-general")
+    shipml.save_model(module.Scorer(), "general", sample=X, trusted=True, registry=root, golden_rows=20)
+    return shipml.load_model("general", registry=root)
+
+
+def dense_row() -> st.SearchStrategy[dict[str, Any]]:
+    unit = st.floats(0, 1)
+    return st.fixed_dictionaries({"a": st.one_of(unit, st.floats(-3, 3)), "b": unit, "n": st.integers(0, 9),
+                                  "z": st.one_of(st.none(), unit)})
+
+
+def general_row() -> st.SearchStrategy[dict[str, Any]]:
+    days = st.integers(0, 364).map(lambda d: (START + timedelta(days=d)).isoformat())
+    return st.fixed_dictionaries({"n": st.integers(0, 49), "x": st.one_of(st.none(), st.floats(-2, 2)),
+                                  "plan": st.sampled_from(PLANS), "flag": st.booleans(), "when": days})
+
+
+# -- the property ---------------------------------------------------------------------------------------------
+
+async def answers(model: LoadedModel, bodies: Sequence[Any]) -> tuple[list[Any], list[Any], list[BatchStats]]:
+    """Each body's answer when all are sent together (one batch), then when each is sent alone."""
+    stats: list[BatchStats] = []
+    runner = ModelRunner(model, policy=InputPolicy(), max_rows=100, max_batch_size=1000, max_latency_ms=2,
+                         max_queue=1000, on_batch=stats.append)
+    try:
+        together = await asyncio.wait_for(
+            asyncio.gather(*(runner.infer(b) for b in bodies), return_exceptions=True), 60)
+        batches = list(stats)
+        alone = [await asyncio.wait_for(_one(runner, b), 60) for b in bodies]
+    finally:
+        await runner.batcher.stop()
+    return together, alone, batches
+
+
+async def _one(runner: ModelRunner, body: Any) -> Any:
+    try:
+        return await runner.infer(body)
+    except Exception as exc:
+        return exc
+
+
+def assert_fair(model: LoadedModel, requests: Sequence[Case], together: list[Any], alone: list[Any]) -> None:
+    for case, got, own in zip(requests, together, alone, strict=True):
+        for answer in (got, own):
+            assert isinstance(answer, Outcome) or (isinstance(answer, ShipmlError) and 400 <= answer.status < 500), (
+                f"{case.form} request {case.rows} got {answer!r}")
+        if isinstance(own, Outcome):
+            assert isinstance(got, Outcome), f"{case.rows}: alone {own!r}, in a batch {got!r}"
+            np.testing.assert_array_equal(got.predictions, own.predictions)
+            if own.probabilities is None:
+                assert got.probabilities is None
+            else:
+                np.testing.assert_array_equal(got.probabilities, own.probabilities)
+            assert got.warnings == own.warnings
+        else:
+            assert type(got) is type(own) and str(got) == str(own), f"{case.rows}: alone {own!r}, batch {got!r}"
+            if isinstance(own, SchemaError):
+                assert isinstance(got, SchemaError) and got.problems == own.problems
+        if case.clean:
+            assert isinstance(own, Outcome), f"valid {case.form} request {case.rows} refused: {own!r}"
+            np.testing.assert_array_equal(own.predictions, model.predict(pd.DataFrame(case.rows)))
+        for row, column in case.nonscalar_cells():
+            assert isinstance(own, SchemaError), f"{case.injected} accepted"
+            assert any(p.row == row and p.column == column and p.rule == "type" for p in own.problems), (
+                f"{case.injected}: {own.problems}")
+
+
+def check_property(model: LoadedModel, requests: list[Case]) -> None:
+    together, alone, batches = asyncio.run(answers(model, [c.body() for c in requests]))
+    assert sum(s.requests for s in batches) == len(requests) and len([s for s in batches if s.requests]) == 1
+    assert_fair(model, requests, together, alone)
+
+
+@FUZZ
+@given(requests=st.lists(cases(dense_row, DENSE, forms=("records", "columnar", "rows")), min_size=2, max_size=8))
+def test_a_malformed_request_never_changes_the_others_dense(dense_model: LoadedModel, requests: list[Case]) -> None:
+    check_property(dense_model, requests)
+
+
+@FUZZ
+@given(requests=st.lists(cases(general_row, GENERAL, forms=("records", "columnar", "rows")), min_size=2,
+                         max_size=8))
+def test_a_malformed_request_never_changes_the_others_general(general_model: LoadedModel,
+                                                              requests: list[Case]) -> None:
+    check_property(general_model, requests)
+
+
+@pytest.mark.parametrize("value", [[1, 2], [], [1], {}, {"a": [1]}, [[1, 2]], 10**400, "x", None])
+@pytest.mark.parametrize("form", ["records", "columnar", "rows"])
+def test_forty_valid_requests_and_one_with_a_bad_cell(dense_model: LoadedModel, value: Any, form: str) -> None:
+    """The issue's own reproduction, in-process: 40 valid single-row requests and one with ``value`` in a cell."""
+    valid = [Case([{"a": 0.1 + i / 50, "b": 0.5, "n": i % 10, "z": None}], form, DENSE) for i in range(40)]
+    bad = Case([{"a": value, "b": 0.5, "n": 3, "z": 0.2}], form, DENSE, {(0, "a"): value})
+    requests = [*valid[:20], bad, *valid[20:]]
+    check_property(dense_model, requests)
+    together, _, _ = asyncio.run(answers(dense_model, [c.body() for c in requests]))
+    assert isinstance(together[20], SchemaError)
+
+
+# -- defence in depth: when the checks themselves fail, or the model does ---------------------------------------
+
+class Unhashable:
+    """An in-process value (no JSON body can hold one) on which the checks of a float column raise."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("this value cannot be hashed")
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+
+def test_a_request_the_checks_cannot_handle_fails_alone_with_a_422_naming_its_column(
+        dense_model: LoadedModel, caplog: pytest.LogCaptureFixture) -> None:
+    valid = [Case([{"a": 0.1 + i / 20, "b": 0.5, "n": i % 10, "z": 0.3}], "columnar", DENSE) for i in range(6)]
+    strange = {"a": [0.5], "b": [0.5], "n": [Unhashable()], "z": [0.1]}
+    bodies = [*(c.body() for c in valid[:3]), strange, *(c.body() for c in valid[3:])]
+    with caplog.at_level("WARNING", logger="shipml.dataplane"):
+        together, alone, batches = asyncio.run(answers(dense_model, bodies))
+    assert [s.requests for s in batches if s.requests] == [7]
+    for got in (together[3], alone[3]):
+        assert isinstance(got, SchemaError) and got.status == 422
+        assert [(p.row, p.column, p.rule) for p in got.problems] == [(None, "n", "type")]
+    for case, got in zip(valid, [*together[:3], *together[4:]], strict=True):
+        assert isinstance(got, Outcome)
+        np.testing.assert_array_equal(got.predictions, dense_model.predict(pd.DataFrame(case.rows)))
+    assert "RuntimeError: this value cannot be hashed" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def strict_encoder_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """A pipeline whose OneHotEncoder raises on a category it never saw (handle_unknown="error")."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"x": rng.normal(size=200), "plan": rng.choice(PLANS, 200)})
+    y = ((X["x"] > 0) ^ (X["plan"] == "pro")).astype(int)
+    model = Pipeline([("prep", ColumnTransformer([("num", StandardScaler(), ["x"]),
+                                                  ("cat", OneHotEncoder(handle_unknown="error"), ["plan"])])),
+                      ("clf", LogisticRegression(max_iter=200))]).fit(X, y)
+    root = tmp_path_factory.mktemp("strict")
+    shipml.save_model(model, "strict", sample=X, target=y, registry=root, golden_rows=20)
+    return shipml.load_model("strict", registry=root)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requests=st.lists(st.lists(st.fixed_dictionaries({"x": st.floats(-2, 2),
+                                                         "plan": st.sampled_from([*PLANS, "gold", "free"])}),
+                                  min_size=1, max_size=3), min_size=2, max_size=12))
+def test_a_request_the_model_cannot_predict_fails_alone(strict_encoder_model: LoadedModel,
+                                                        requests: list[list[dict[str, Any]]]) -> None:
+    """Under the `warn` policy an unseen category reaches the model, which raises: only the requests holding one
+    fail (500, "internal error" for the client); every other one gets the answer it gets alone."""
+    warn = InputPolicy(unseen_category="warn")
+
+    async def go() -> tuple[list[Any], list[Any], list[BatchStats]]:
+        stats: list[BatchStats] = []
+        runner = ModelRunner(strict_encoder_model, policy=warn, max_rows=100, max_batch_size=1000,
+                             max_latency_ms=2, max_queue=1000, on_batch=stats.append)
+        try:
+            together = await asyncio.gather(*(runner.infer(r) for r in requests), return_exceptions=True)
+            batches = list(stats)
+            return together, [await _one(runner, r) for r in requests], batches
+        finally:
+            await runner.batcher.stop()
+
+    together, alone, batches = asyncio.run(go())
+    assert [s.requests for s in batches if s.requests] == [len(requests)]
+    for rows, got, own in zip(requests, together, alone, strict=True):
+        unseen = any(r["plan"] not in PLANS for r in rows)
+        if unseen:
+            for answer in (got, own):
+                assert isinstance(answer, InferenceError) and answer.public_message == "internal error"
+                assert "strict:1.0.0 failed to predict: ValueError" in str(answer)
+                assert isinstance(answer.__cause__, ValueError)
+        else:
+            assert isinstance(got, Outcome) and isinstance(own, Outcome)
+            np.testing.assert_array_equal(got.predictions, own.predictions)
+            assert got.probabilities is not None and own.probabilities is not None
+            np.testing.assert_allclose(got.probabilities, own.probabilities, rtol=1e-12, atol=1e-15)
