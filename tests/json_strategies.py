@@ -34,6 +34,21 @@ json_values = st.recursive(
 )
 
 
+def readable(value: Any) -> bool:
+    """Whether a server can read ``value`` from JSON text: every number in it a finite double once read (an
+    integer beyond a double's range is not; NaN and the infinities are, as Python's json writes them)."""
+    if isinstance(value, list):
+        return all(map(readable, value))
+    if isinstance(value, dict):
+        return all(map(readable, value.values()))
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        try:
+            return math.isfinite(float(value))
+        except OverflowError:
+            return False
+    return True
+
+
 def nonscalar(value: Any) -> bool:
     """A value no cell may hold, whatever the column's type: a list or an object."""
     return isinstance(value, list | dict)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
+import math
 import sys
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -31,6 +33,7 @@ from shipml.batching.batcher import BatchStats
 from shipml.errors import InferenceError, SchemaError, ShipmlError
 from shipml.package.loaded import LoadedModel
 from shipml.package.validation import InputPolicy
+from shipml.protocol import json_body
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from tests.json_strategies import Case, cases
 
@@ -273,3 +276,55 @@ def test_a_request_the_model_cannot_predict_fails_alone(strict_encoder_model: Lo
             np.testing.assert_array_equal(got.predictions, own.predictions)
             assert got.probabilities is not None and own.probabilities is not None
             np.testing.assert_allclose(got.probabilities, own.probabilities, rtol=1e-12, atol=1e-15)
+
+
+# -- NaN and the infinities in JSON (issue #12, item 8) -----------------------------------------------------------
+
+def nulled(value: Any) -> Any:
+    """``value`` with every NaN replaced by null."""
+    if isinstance(value, list):
+        return [nulled(v) for v in value]
+    if isinstance(value, dict):
+        return {k: nulled(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def verdict(answer: Any) -> Any:
+    if isinstance(answer, Outcome):
+        return ("outcome", answer.predictions.tolist(), [(p.row, p.column, p.rule) for p in answer.warnings])
+    assert isinstance(answer, SchemaError), answer
+    return ("refused", [(p.row, p.column, p.rule) for p in answer.problems])
+
+
+any_float = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.fixed_dictionaries({"a": st.one_of(st.floats(0, 1), any_float), "b": st.floats(0, 1),
+                                            "n": st.one_of(st.integers(0, 9), any_float),
+                                            "z": st.one_of(st.floats(0, 1), any_float)}), min_size=1, max_size=4),
+       form=st.sampled_from(["records", "columnar"]))
+def test_nan_in_a_json_body_is_null_and_an_infinity_is_a_float(dense_model: LoadedModel, rows: list[dict[str, Any]],
+                                                               form: str) -> None:
+    body = json.dumps(Case(rows, form, DENSE).body()).encode()  # NaN, Infinity, -Infinity as Python writes them
+    parsed = json_body.loads(body)
+
+    async def go() -> tuple[Any, Any]:
+        runner = ModelRunner(dense_model, policy=InputPolicy(), max_rows=100, max_batch_size=1000,
+                             max_latency_ms=2, max_queue=100)
+        try:
+            return await _one(runner, parsed), await _one(runner, nulled(parsed))
+        finally:
+            await runner.batcher.stop()
+
+    with_nan, with_null = asyncio.run(go())
+    assert verdict(with_nan) == verdict(with_null)  # NaN means exactly what null means
+    problems = with_nan.warnings if isinstance(with_nan, Outcome) else with_nan.problems
+    found = {(p.row, p.column, p.rule) for p in problems}
+    for i, row in enumerate(rows):
+        for column, rule in (("a", "out_of_range"), ("z", "out_of_range"), ("n", "type")):
+            value = row[column]
+            if isinstance(value, float) and math.isinf(value):
+                assert (i, column, rule) in found, (row, problems)
+            if isinstance(value, float) and math.isnan(value) and column != "z":
+                assert (i, column, "null") in found, (row, problems)

@@ -35,6 +35,7 @@ from shipml.errors import (
 )
 from shipml.package.loaded import LoadedModel
 from shipml.package.manifest import read_manifest
+from shipml.protocol import json_body
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
 from shipml.server import http
@@ -428,9 +429,9 @@ class ShipmlApp:
         http.check_json_content_type(request)
         body = await self.read_body(request, runner)
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+            payload = json_body.loads(body)
+        except json_body.JSONBodyError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise BadRequest("body must be a JSON object")
         return runner, payload
