@@ -312,8 +312,8 @@ class ShipmlApp:
             if isinstance(exc, SchemaError):
                 body["problems"] = [p.to_dict() for p in exc.problems[:100]]
                 body["problem_count"] = exc.total
-            if status >= 500 and not exc.expose:
-                log.error("request %s failed: %s", state["id"], exc)
+            if status >= 500 and not exc.expose:  # the operator's log gets what the client does not: the cause
+                log.error("request %s failed: %s", state["id"], exc, exc_info=exc)
         else:
             status = 500
             body = {"error": "internal error", "request_id": state["id"]}
