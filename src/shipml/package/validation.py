@@ -157,20 +157,18 @@ def check(data: Any, signature: Signature, policy: InputPolicy = DEFAULT_POLICY)
         return _check_dense(data, signature, policy)
     raw, n_rows, extra = raw_columns(data, signature)
     out = _Collector(n_rows, policy.max_problems)
-    missing = [c.name for c in signature.inputs if c.name not in raw]
-    for name in missing:
-        out.whole(name, "missing_column", "column is missing")
-    if missing:
-        # Without every column there is no table to build: stop here with what was found.
-        empty = {c.name: np.full(n_rows, np.nan) for c in signature.inputs}
-        return Checked(Table(empty, n_rows), out.bad_rows, out.problems, out.n_errors, out.n_warnings)
+    for spec in signature.inputs:
+        if spec.name not in raw:
+            out.whole(spec.name, "missing_column", "column is missing")
     if policy.extra_columns != "ignore":
         sev: Severity = "error" if policy.extra_columns == "reject" else "warning"
         for name in extra:
             out.whole(name, "extra_column", "column is not an input of the model", sev)
     columns: dict[str, np.ndarray] = {}
-    for spec in signature.inputs:
-        columns[spec.name] = _check_column(spec, raw[spec.name], out, policy)
+    for spec in signature.inputs:  # the columns that are there are checked all the same: every problem at once
+        present = spec.name in raw
+        columns[spec.name] = _check_column(spec, raw[spec.name], out, policy) if present \
+            else np.full(n_rows, np.nan)  # every row is bad already: never predicted
     return Checked(Table(columns, n_rows), out.bad_rows, out.problems, out.n_errors, out.n_warnings)
 
 

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -104,12 +105,26 @@ class ModelRunner:
         return None
 
     async def infer(self, data: Any, *, want_proba: bool = True, deadline: float | None = None) -> Outcome:
-        request = self.prepare(data, want_proba=want_proba)
+        try:
+            request = self.prepare(data, want_proba=want_proba)
+        except SchemaError as exc:
+            if any(p.rule in _STRUCTURAL for p in exc.problems):  # rare: the values' problems too, off the loop
+                raise await self.batcher.call(partial(self._every_problem, data, exc)) from None
+            raise
         if request.rows == 0:
             empty = np.empty(0)
             proba = np.empty((0, len(self.model.classes or []))) if want_proba and self.model.has_proba else None
             return Outcome(empty, proba)
         return await self.batcher.submit(request, request.rows, deadline or time.monotonic() + 3600)
+
+    def _every_problem(self, data: Any, structural: SchemaError) -> SchemaError:
+        """The 422 of a request with missing or unknown columns, with the problems of the columns it has."""
+        try:
+            checked = check(data, self.model.signature, self.policy)
+        except Exception:  # the structural problems alone, then
+            return structural
+        errors = [p for p in checked.problems if p.severity == "error"]
+        return _schema_error(errors, checked.n_errors)
 
     # -- per batch, in the worker thread -------------------------------------------------------------------
     def _process(self, requests: Sequence[Request]) -> list[Outcome | Exception]:
@@ -249,6 +264,9 @@ class ModelRunner:
         general = self._general(request.source, request.want_proba).columns
         assert isinstance(general, dict)
         return general
+
+
+_STRUCTURAL = frozenset({"missing_column", "extra_column"})
 
 
 def _shift(spans: list[tuple[int, int]], by: int) -> list[tuple[int, int]]:
