@@ -10,7 +10,7 @@ dimension of them, and one such request would break the merge of a whole batch).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,9 +23,15 @@ from shipml.package.signature import Signature
 _ROW_TYPES = (list, tuple, np.ndarray)
 
 
-def cells(values: Iterable[Any], n: int) -> np.ndarray:
-    """The ``n`` values as a 1-D object array, one cell each, whatever they are (lists and objects included)."""
-    return np.fromiter(values, dtype=object, count=n)
+def cells(values: Sequence[Any]) -> np.ndarray:
+    """The values as a 1-D object array, one cell each, whatever they are (lists and objects included)."""
+    try:  # numpy's own reading is the fastest; it keeps each value as one cell unless they nest evenly
+        array = np.array(values, dtype=object)
+        if array.shape == (len(values),):
+            return array
+    except ValueError:  # ragged nesting
+        pass
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 def raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, list[str]]:
@@ -53,7 +59,7 @@ def raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, l
         if isinstance(data[0], _ROW_TYPES):
             return _from_rows(data, names)
         # a flat list of values: one row, or one column for a model with a single input
-        flat = cells(data, len(data))
+        flat = cells(data)
         return _from_matrix(flat.reshape(1, -1) if len(names) > 1 else flat.reshape(-1, 1), names)
     raise SchemaError(f"input must be a table (records, columns or rows), got {type(data).__name__}")
 
@@ -67,7 +73,7 @@ def _column(name: str, values: Any) -> Any:
             raise SchemaError(f"column {name!r} must be a 1-D list of values, got an array of shape {values.shape}")
         return values
     if isinstance(values, Sequence) and not isinstance(values, str | bytes):
-        return cells(values, len(values))
+        return cells(values)
     raise SchemaError(f"columnar input must map each column name to a list of values; column {name!r} holds "
                       f"{type(values).__name__}")
 
@@ -84,20 +90,26 @@ def _from_records(records: Sequence[Any], names: list[str]) -> tuple[dict[str, A
             raise SchemaError("records must all be objects mapping column name to value")
         seen.update(r.keys())
     n = len(records)
-    cols = {name: cells(map(operator.methodcaller("get", name), records), n) for name in names if name in seen}
+    cols = {name: cells([r.get(name) for r in records]) for name in names if name in seen}
     return cols, n, sorted(str(k) for k in seen - set(names))
 
 
 def _from_rows(rows: Sequence[Any], names: list[str]) -> tuple[dict[str, Any], int, list[str]]:
     """The rows form: each row a list of values in signature order."""
-    k = len(names)
+    n, k = len(rows), len(names)
+    try:  # as one 2-D array when numpy reads it as n rows of k cells (then each value is one cell)
+        table = np.array(rows, dtype=object)
+        if table.shape == (n, k):
+            return {name: table[:, j] for j, name in enumerate(names)}, n, []
+    except ValueError:  # ragged: a row of another length, or a cell holding a list
+        pass
     for i, row in enumerate(rows):
         if not isinstance(row, _ROW_TYPES) or (isinstance(row, np.ndarray) and row.ndim != 1):
             raise SchemaError(f"row {i} must be a list of {k} values (rows form), got {type(row).__name__}")
         if len(row) != k:
             raise SchemaError(f"row {i} has {len(row)} values; the model takes {k}: {_names(names)}")
-    n = len(rows)
-    return {name: cells(map(operator.itemgetter(j), rows), n) for j, name in enumerate(names)}, n, []
+    columns = zip(*rows, strict=True)  # the rows transposed: one tuple of values per column
+    return {name: cells(values) for name, values in zip(names, columns, strict=True)}, n, []
 
 
 def _from_matrix(array: np.ndarray, names: list[str]) -> tuple[dict[str, Any], int, list[str]]:

@@ -26,7 +26,7 @@ from shipml.batching.batcher import AdaptiveBatcher
 from shipml.batching.merge import merge_columns, offsets
 from shipml.errors import InferenceError, SchemaError, ShipmlError, TooManyRows
 from shipml.package.columns import raw_columns, record_getter, record_rows, rows_matrix
-from shipml.package.loaded import LoadedModel, Prediction
+from shipml.package.loaded import LoadedModel
 from shipml.package.signature import Problem, Signature
 from shipml.package.validation import InputPolicy, Table, check, dense_signature
 
@@ -158,12 +158,12 @@ class ModelRunner:
                 if isinstance(result, Exception):
                     outcomes[i] = result
                     continue
-                proba = result.probabilities if requests[i].want_proba else None
+                predictions, probabilities = result
                 warnings = [p for p in problems[i] if p.severity == "warning"]
-                outcomes[i] = Outcome(result.predictions, proba, warnings)
+                outcomes[i] = Outcome(predictions, probabilities if requests[i].want_proba else None, warnings)
         return [o if o is not None else InferenceError("no outcome") for o in outcomes]
 
-    def _predict(self, table: Table, spans: list[tuple[int, int]], proba: bool) -> list[Prediction | Exception]:
+    def _predict(self, table: Table, spans: list[tuple[int, int]], proba: bool) -> list[_Answer | Exception]:
         """The model's answer for each span of rows (one request's) of ``table``: one predict call for all of
         them. When it raises and there are several, the two halves are predicted apart, and so on down: only
         the request(s) the model cannot predict fail, every other gets the answer it gets alone."""
@@ -177,12 +177,12 @@ class ModelRunner:
             cut = first[-1][1]
             return (self._predict(table.take(np.arange(0, cut)), first, proba)
                     + self._predict(table.take(np.arange(cut, table.n_rows)), _shift(second, cut), proba))
+        predictions, probabilities = result.predictions, result.probabilities
         if len(spans) == 1:
-            return [result]
-        probabilities = result.probabilities
-        return [Prediction(result.predictions[start:stop],
-                           probabilities[start:stop] if probabilities is not None else None)
-                for start, stop in spans]
+            return [(predictions, probabilities)]
+        if probabilities is None:
+            return [(predictions[start:stop], None) for start, stop in spans]
+        return [(predictions[start:stop], probabilities[start:stop]) for start, stop in spans]
 
     def _failure(self, exc: Exception) -> Exception:
         """What the requests of a failed predict call get: a ShipmlError as it is, anything else an
@@ -206,6 +206,8 @@ class ModelRunner:
                 outcomes[i] = self._unreadable(request, own)
             else:
                 fine.append(i)
+        if len(requests) == 1 and fine:  # checked alone it passed, then failed: give up on it (no retry loop)
+            return [self._unreadable(requests[0], exc)]
         if len(fine) == len(requests):  # each passes alone, yet not together: process each alone
             log.warning("%s: a batch of %d requests could not be checked together (%s: %s); checking each"
                         " alone", self.model.ref, len(requests), type(exc).__name__, exc)
@@ -267,6 +269,8 @@ class ModelRunner:
 
 
 _STRUCTURAL = frozenset({"missing_column", "extra_column"})
+#: One request's share of a predict call: (predictions, probabilities). A tuple: made once per request per batch.
+_Answer = tuple[np.ndarray, np.ndarray | None]
 
 
 def _shift(spans: list[tuple[int, int]], by: int) -> list[tuple[int, int]]:
