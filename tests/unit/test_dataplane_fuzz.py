@@ -31,7 +31,7 @@ from shipml.package.loaded import LoadedModel
 from shipml.package.validation import InputPolicy
 from shipml.protocol import json_body
 from shipml.protocol.dataplane import ModelRunner, Outcome
-from tests.json_strategies import Case, cases
+from tests.json_strategies import Case, cases, json_values
 from tests.unit import fuzz_models
 from tests.unit.fuzz_models import DENSE, GENERAL, PLANS, dense_row, general_row
 
@@ -117,6 +117,22 @@ def test_a_malformed_request_never_changes_the_others_dense(dense_model: LoadedM
 def test_a_malformed_request_never_changes_the_others_general(general_model: LoadedModel,
                                                               requests: list[Case]) -> None:
     check_property(general_model, requests)
+
+
+@FUZZ
+@given(garbage=st.lists(json_values, min_size=1, max_size=4), valid=st.lists(cases(general_row, GENERAL, bad_chance=0),
+                                                                            min_size=1, max_size=4))
+def test_any_json_value_as_a_whole_input_is_answered_alone(general_model: LoadedModel, garbage: list[Any],
+                                                          valid: list[Case]) -> None:
+    """Whatever a client sends as its "instances"/"inputs" (a scalar, nested lists, objects of anything), that
+    request gets an outcome or its own 4xx, and the valid requests sent with it are predicted as usual."""
+    together, _, _ = asyncio.run(answers(general_model, [*garbage, *(c.body() for c in valid)]))
+    for answer in together[:len(garbage)]:
+        assert isinstance(answer, Outcome) or (isinstance(answer, ShipmlError) and 400 <= answer.status < 500), (
+            answer)
+    for case, answer in zip(valid, together[len(garbage):], strict=True):
+        assert isinstance(answer, Outcome), answer
+        np.testing.assert_array_equal(answer.predictions, general_model.predict(pd.DataFrame(case.rows)))
 
 
 @pytest.mark.parametrize("value", [[1, 2], [], [1], {}, {"a": [1]}, [[1, 2]], 10**400, "x", None])

@@ -61,7 +61,9 @@ def raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, l
         # a flat list of values: one row, or one column for a model with a single input
         flat = cells(data)
         return _from_matrix(flat.reshape(1, -1) if len(names) > 1 else flat.reshape(-1, 1), names)
-    raise SchemaError(f"input must be a table (records, columns or rows), got {type(data).__name__}")
+    if isinstance(data, str | bytes) or not hasattr(data, "__array__"):
+        raise SchemaError(f"input must be a table (records, columns or rows), got {type(data).__name__}")
+    return _from_matrix(np.asarray(data, dtype=object), names)  # another library's table or array
 
 
 def _column(name: str, values: Any) -> Any:
