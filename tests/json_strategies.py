@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 TRICKY_SCALARS: list[Any] = [
     "", "1.5", "1_000", "nan", "NaN", "inf", "true", "False", "2020-01-01", "2020-13-45", "1/2/2020",
     "2020-06-01T12:00:00+02:00", 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30, 10**400, -(10**400),
-    math.nan, math.inf, -math.inf, True, False, 0, 1, 2, -1, 0.5, 1e308, -0.0,
+    math.nan, math.inf, -math.inf, True, False, 0, 1, 2, -1, 0.5, 1e308, -0.0, float(2**63), 1e19, -1e19,
 ]
 
 leaves = st.one_of(

@@ -210,6 +210,9 @@ def _dense_bounds(signature: Signature) -> tuple[np.ndarray, np.ndarray, np.ndar
     highs = np.array([float(c.max) if c.max is not None else np.inf for c in specs])
     ints = np.flatnonzero([c.dtype == "int" for c in specs])
     unbounded = np.flatnonzero(~(np.isfinite(lows) & np.isfinite(highs)))
+    for j in ints:  # an integer the column's dtype cannot hold makes its column suspect too (see _not_int)
+        low, high = _int_limits(specs[j])
+        lows[j], highs[j] = max(lows[j], low), min(highs[j], np.nextafter(high, -np.inf))
     if len(_BOUNDS) >= 256:
         _BOUNDS.clear()
     _BOUNDS[id(signature)] = (signature, (lows, highs, ints, unbounded))  # keeps it alive: ids stay unique
@@ -257,8 +260,7 @@ def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
             null = np.isnan(numbers)
             bad = np.zeros(len(numbers), dtype=bool)
             if spec.dtype == "int":
-                with np.errstate(invalid="ignore"):
-                    bad |= ~null & (~np.isfinite(numbers) | (numbers != np.floor(numbers)))
+                bad |= ~null & _not_int(numbers, spec)
             return numbers, null, bad
     import pandas as pd
 
@@ -279,8 +281,7 @@ def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
                     dtype=np.float64, na_value=np.nan)
             bad = np.isnan(values) & ~null
         if spec.dtype == "int":
-            with np.errstate(invalid="ignore"):
-                bad |= ~null & ~bad & (~np.isfinite(values) | (values != np.floor(values)))
+            bad |= ~null & ~bad & _not_int(values, spec)
         return values, null, bad
     if spec.dtype == "bool":
         if dtype.kind == "b":
@@ -372,6 +373,26 @@ def _as_ns(stamps: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if far.any():
         own = np.where(far, np.datetime64("NaT"), own)
     return own.astype("datetime64[ns]"), far
+
+
+def _not_int(values: np.ndarray, spec: ColumnSpec) -> np.ndarray:
+    """Where a float is not an integer the column's own dtype can hold (a fraction, an infinity, 2**63 for an
+    int64 column, 300 for an int8 one): cast to that dtype for the model, it would wrap around silently."""
+    low, high = _int_limits(spec)
+    with np.errstate(invalid="ignore"):
+        wrong: np.ndarray = ~np.isfinite(values) | (values != np.floor(values)) | (values < low) | (values >= high)
+    return wrong
+
+
+def _int_limits(spec: ColumnSpec) -> tuple[float, float]:
+    """[low, high) of the integers the column's dtype (int64 unless the sample's was another) holds, as floats
+    (exactly: powers of two)."""
+    try:
+        dtype = np.dtype(spec.pandas_dtype.lower())  # "Int32" (pandas' nullable type) holds what int32 does
+    except TypeError:
+        dtype = np.dtype(np.int64)
+    info = np.iinfo(dtype if dtype.kind in "iu" else np.dtype(np.int64))
+    return float(info.min), float(info.max) + 1
 
 
 def _plain_numbers(raw: np.ndarray) -> np.ndarray | None:
