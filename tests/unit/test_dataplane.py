@@ -28,9 +28,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import shipml
 from shipml.batching.batcher import BatchStats
 from shipml.errors import SchemaError, TooManyRows
+from shipml.package.columns import records_matrix
 from shipml.package.loaded import LoadedModel
 from shipml.package.signature import Problem
-from shipml.package.validation import Checked, InputPolicy, check, dense_signature, records_matrix
+from shipml.package.validation import Checked, InputPolicy, check, dense_signature
 from shipml.protocol.dataplane import ModelRunner, Outcome
 
 FLOATS = ["a", "b", "c", "d"]

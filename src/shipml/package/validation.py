@@ -10,15 +10,16 @@ with numpy alone: pandas is imported only for frames, strings, booleans, datetim
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable, Mapping, Sequence
+import reprlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from shipml._lazy import is_frame, is_series
+from shipml._lazy import is_series
 from shipml.errors import SchemaError
+from shipml.package.columns import numbers, raw_columns
 from shipml.package.signature import ColumnSpec, Problem, Severity, Signature
 
 if TYPE_CHECKING:
@@ -156,77 +157,24 @@ def check(data: Any, signature: Signature, policy: InputPolicy = DEFAULT_POLICY)
         return _check_dense(data, signature, policy)
     raw, n_rows, extra = raw_columns(data, signature)
     out = _Collector(n_rows, policy.max_problems)
-    missing = [c.name for c in signature.inputs if c.name not in raw]
-    for name in missing:
-        out.whole(name, "missing_column", "column is missing")
-    if missing:
-        # Without every column there is no table to build: stop here with what was found.
-        empty = {c.name: np.full(n_rows, np.nan) for c in signature.inputs}
-        return Checked(Table(empty, n_rows), out.bad_rows, out.problems, out.n_errors, out.n_warnings)
+    for spec in signature.inputs:
+        if spec.name not in raw:
+            out.whole(spec.name, "missing_column", "column is missing")
     if policy.extra_columns != "ignore":
         sev: Severity = "error" if policy.extra_columns == "reject" else "warning"
         for name in extra:
             out.whole(name, "extra_column", "column is not an input of the model", sev)
     columns: dict[str, np.ndarray] = {}
-    for spec in signature.inputs:
-        columns[spec.name] = _check_column(spec, raw[spec.name], out, policy)
+    for spec in signature.inputs:  # the columns that are there are checked all the same: every problem at once
+        present = spec.name in raw
+        columns[spec.name] = _check_column(spec, raw[spec.name], out, policy) if present \
+            else np.full(n_rows, np.nan)  # every row is bad already: never predicted
     return Checked(Table(columns, n_rows), out.bad_rows, out.problems, out.n_errors, out.n_warnings)
 
 
 def dense_signature(signature: Signature) -> bool:
     """True when every input is an int or float column: such input can be checked as one float matrix."""
     return bool(signature.inputs) and all(c.dtype in ("int", "float") for c in signature.inputs)
-
-
-def record_getter(names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
-    """A function giving a record's values in ``names`` order, as a tuple."""
-    if len(names) == 1:
-        only = names[0]
-        return lambda r: (r[only],)
-    getter: Callable[[Any], tuple[Any, ...]] = operator.itemgetter(*names)
-    return getter
-
-
-def record_rows(records: Sequence[Any], names: Sequence[str],
-                getter: Callable[[Any], tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]] | None:
-    """Records (one mapping per row) as one tuple of values per row in ``names`` order, or None when a record
-    misses a name or has one more (the general path then says what is wrong). Read in C (itemgetter): no Python
-    loop per row. ``getter``: a :func:`record_getter` for ``names``, made once by callers that read many."""
-    n, k = len(records), len(names)
-    getter = getter or record_getter(names)
-    try:
-        # every record holds every name (else KeyError) and n*k keys in all: so none has an extra key
-        if sum(map(len, records)) != n * k:
-            return None
-        return list(map(getter, records))
-    except (KeyError, TypeError):
-        return None
-
-
-def rows_matrix(rows: Sequence[tuple[Any, ...]], k: int) -> np.ndarray | None:
-    """Rows of ``k`` values as a float matrix, or None when a value is not plainly a number (see _numbers)."""
-    return _numbers(rows, (len(rows), k))
-
-
-def records_matrix(records: Sequence[Any], names: Sequence[str],
-                   getter: Callable[[Any], tuple[Any, ...]] | None = None) -> np.ndarray | None:
-    """Records as a float matrix in ``names`` order, or None when they are not plainly that (a missing or extra
-    key, a null, a value that is not a number): the general path then says what is wrong."""
-    rows = record_rows(records, names, getter)
-    return None if rows is None else rows_matrix(rows, len(names))
-
-
-def _numbers(values: Any, shape: tuple[int, ...]) -> np.ndarray | None:
-    """``values`` as a float array of ``shape`` when every one is a number or a bool, else None. numpy picks the
-    type from the values: a string makes a string array; a null, a nested object or a huge int an object array;
-    nested lists of one length an extra dimension (float() would also read strings such as '1_000' or 'nan')."""
-    try:
-        array = np.array(values)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if array.dtype.kind not in "fiub" or array.shape != shape:
-        return None
-    return array.astype(np.float64, copy=False)
 
 
 def _check_dense(matrix: np.ndarray, signature: Signature, policy: InputPolicy) -> Checked:
@@ -262,62 +210,13 @@ def _dense_bounds(signature: Signature) -> tuple[np.ndarray, np.ndarray, np.ndar
     highs = np.array([float(c.max) if c.max is not None else np.inf for c in specs])
     ints = np.flatnonzero([c.dtype == "int" for c in specs])
     unbounded = np.flatnonzero(~(np.isfinite(lows) & np.isfinite(highs)))
+    for j in ints:  # an integer the column's dtype cannot hold makes its column suspect too (see _not_int)
+        low, high = _int_limits(specs[j])
+        lows[j], highs[j] = max(lows[j], low), min(highs[j], np.nextafter(high, -np.inf))
     if len(_BOUNDS) >= 256:
         _BOUNDS.clear()
     _BOUNDS[id(signature)] = (signature, (lows, highs, ints, unbounded))  # keeps it alive: ids stay unique
     return lows, highs, ints, unbounded
-
-
-# -- turning what the user gave into named raw columns ------------------------------------------------------
-
-def raw_columns(data: Any, signature: Signature) -> tuple[dict[str, Any], int, list[str]]:
-    """(column name -> raw values, row count, unknown column names) of any accepted input form."""
-    names = signature.names
-    if is_frame(data):
-        cols: dict[str, Any] = {str(c): data[c] for c in data.columns}
-        return cols, len(data), [c for c in cols if c not in set(names)]
-    if is_series(data):
-        return raw_columns(data.to_frame().T, signature)
-    if isinstance(data, Mapping):
-        cols = {
-            str(k): v if isinstance(v, np.ndarray) or is_series(v) else np.asarray(list(_listify(v)), dtype=object)
-            for k, v in data.items()}
-        lengths = {k: len(v) for k, v in cols.items()}
-        if len(set(lengths.values())) > 1:
-            raise SchemaError(f"columns have different lengths: {lengths}")
-        n = next(iter(lengths.values()), 0)
-        return cols, n, [c for c in cols if c not in set(names)]
-    if isinstance(data, Sequence) and not isinstance(data, str | bytes) and len(data) == 0:
-        return {name: np.empty(0, dtype=object) for name in names}, 0, []
-    if isinstance(data, Sequence) and not isinstance(data, str | bytes) and data and isinstance(data[0], Mapping):
-        return _from_records(data, names)
-    array = data if isinstance(data, np.ndarray) else np.asarray(data, dtype=object)
-    if array.ndim == 1:
-        array = array.reshape(1, -1) if len(names) > 1 or len(array) == 0 else array.reshape(-1, 1)
-    if array.ndim != 2:
-        raise SchemaError(f"input must be a table (2-D), got shape {array.shape}")
-    if array.shape[1] != len(names):
-        raise SchemaError(f"input has {array.shape[1]} columns, the model takes {len(names)}: {names}")
-    return {name: array[:, i] for i, name in enumerate(names)}, array.shape[0], []
-
-
-def _from_records(records: Sequence[Mapping[str, Any]], names: list[str]) -> tuple[dict[str, Any], int, list[str]]:
-    seen: set[str] = set()
-    for r in records:
-        if not isinstance(r, Mapping):
-            raise SchemaError("records must all be objects mapping column name to value")
-        seen.update(r.keys())
-    cols = {}
-    for name in names:
-        if name in seen:
-            cols[name] = np.array([r.get(name) for r in records], dtype=object)
-    return cols, len(records), sorted(str(k) for k in seen - set(names))
-
-
-def _listify(v: Any) -> Any:
-    if isinstance(v, str | bytes) or not hasattr(v, "__len__"):
-        raise SchemaError("columnar input must map each column name to a list of values")
-    return v
 
 
 # -- one column -----------------------------------------------------------------------------------------------
@@ -361,8 +260,7 @@ def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
             null = np.isnan(numbers)
             bad = np.zeros(len(numbers), dtype=bool)
             if spec.dtype == "int":
-                with np.errstate(invalid="ignore"):
-                    bad |= ~null & (~np.isfinite(numbers) | (numbers != np.floor(numbers)))
+                bad |= ~null & _not_int(numbers, spec)
             return numbers, null, bad
     import pandas as pd
 
@@ -383,8 +281,7 @@ def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
                     dtype=np.float64, na_value=np.nan)
             bad = np.isnan(values) & ~null
         if spec.dtype == "int":
-            with np.errstate(invalid="ignore"):
-                bad |= ~null & ~bad & (~np.isfinite(values) | (values != np.floor(values)))
+            bad |= ~null & ~bad & _not_int(values, spec)
         return values, null, bad
     if spec.dtype == "bool":
         if dtype.kind == "b":
@@ -403,20 +300,99 @@ def _coerce(spec: ColumnSpec, raw: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
             bad = np.fromiter((not isinstance(v, str) for v in s), dtype=bool, count=len(s)) & ~null
             return s.to_numpy(dtype=object), null, bad
         return s.to_numpy(dtype=object), null, np.zeros(len(s), dtype=bool)
-    # datetime
     null = s.isna().to_numpy()
     if pd.api.types.is_datetime64_any_dtype(dtype):
-        stamps = s
+        values, far = _as_ns(s)
+        return values, null, far
+    values, bad = _parse_datetimes(s.to_numpy(dtype=object), null)
+    return values, null, bad
+
+
+#: The days a datetime64[ns] can hold (a few hours more at each end): a date outside them, such as 9999-12-31,
+#: would wrap around in the cast to nanoseconds (9999 becomes 1816), so it is refused instead.
+_NS_FIRST_DAY, _NS_LAST_DAY = np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-10", "D")
+
+
+def _parse_datetimes(values: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[ns] values, wrong-type mask) of an object column: a string is read as ISO 8601, a date or a
+    datetime taken as it is (aware ones in UTC); anything else (a number, a bool, a list) is a wrong type. Each
+    value is read on its own: what one row holds never changes how another is read (the rows of a batch come
+    from many requests)."""
+    import datetime
+
+    import pandas as pd
+
+    n = len(values)
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in ("string", "datetime", "date", "datetime64", "empty"):
+        text = ~null if kind == "string" else np.zeros(n, dtype=bool)
+        moments = ~null if kind not in ("string", "empty") else np.zeros(n, dtype=bool)
     else:
+        text = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=n)
+        moments = np.fromiter((isinstance(v, datetime.date | np.datetime64) for v in values), dtype=bool,
+                              count=n) & ~null
+    bad = ~(text | moments | null)
+    out = np.full(n, np.datetime64("NaT", "ns"))
+    for mask, iso in ((text, True), (moments, False)):
+        if not mask.any():
+            continue
+        given = values[mask]
         try:
-            stamps = pd.to_datetime(s, errors="coerce", format="ISO8601")
-        except (ValueError, TypeError):
-            stamps = pd.to_datetime(s.astype(str), errors="coerce", format="mixed")
+            stamps = _to_utc(given, iso)
+        except Exception:  # one odd value in the lot: read each on its own
+            stamps = pd.Series([_one_datetime(v, iso) for v in given], dtype="datetime64[ns, UTC]")
+        parsed, far = _as_ns(stamps)
+        out[mask] = parsed
+        bad[mask] |= far | np.isnat(parsed)
+    return out, bad
+
+
+def _to_utc(values: np.ndarray, iso: bool) -> pd.Series:
+    import pandas as pd
+
+    if iso:
+        return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", format="ISO8601", utc=True)
+    return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True)
+
+
+def _one_datetime(value: Any, iso: bool) -> Any:
+    import pandas as pd
+
+    try:
+        return _to_utc(np.array([value], dtype=object), iso).iloc[0]
+    except Exception:
+        return pd.NaT
+
+
+def _as_ns(stamps: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(naive UTC datetime64[ns] values, mask of the dates a datetime64[ns] cannot hold, made NaT)."""
     if getattr(stamps.dt, "tz", None) is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    values = stamps.to_numpy(dtype="datetime64[ns]")
-    bad = np.isnat(values) & ~null
-    return values, null, bad
+    own = stamps.to_numpy()  # in the stamps' own unit (s, ms, us, ns): nothing has wrapped around yet
+    far = (own < _NS_FIRST_DAY) | (own > _NS_LAST_DAY)  # NaT compares False
+    if far.any():
+        own = np.where(far, np.datetime64("NaT"), own)
+    return own.astype("datetime64[ns]"), far
+
+
+def _not_int(values: np.ndarray, spec: ColumnSpec) -> np.ndarray:
+    """Where a float is not an integer the column's own dtype can hold (a fraction, an infinity, 2**63 for an
+    int64 column, 300 for an int8 one): cast to that dtype for the model, it would wrap around silently."""
+    low, high = _int_limits(spec)
+    with np.errstate(invalid="ignore"):
+        wrong: np.ndarray = ~np.isfinite(values) | (values != np.floor(values)) | (values < low) | (values >= high)
+    return wrong
+
+
+def _int_limits(spec: ColumnSpec) -> tuple[float, float]:
+    """[low, high) of the integers the column's dtype (int64 unless the sample's was another) holds, as floats
+    (exactly: powers of two)."""
+    try:
+        dtype = np.dtype(spec.pandas_dtype.lower())  # "Int32" (pandas' nullable type) holds what int32 does
+    except TypeError:
+        dtype = np.dtype(np.int64)
+    info = np.iinfo(dtype if dtype.kind in "iu" else np.dtype(np.int64))
+    return float(info.min), float(info.max) + 1
 
 
 def _plain_numbers(raw: np.ndarray) -> np.ndarray | None:
@@ -426,12 +402,12 @@ def _plain_numbers(raw: np.ndarray) -> np.ndarray | None:
         return raw.astype(np.float64, copy=False)
     if raw.dtype != object:
         return None
-    numbers = _numbers(raw.tolist(), raw.shape)
-    if numbers is not None:
-        return numbers
+    plain = numbers(raw.tolist(), raw.shape)
+    if plain is not None:
+        return plain
     try:  # nulls among the numbers (0.0 + v: numbers and bools only): JSON input of a nullable column
         return np.fromiter((math.nan if v is None else 0.0 + v for v in raw), dtype=np.float64, count=len(raw))
-    except (TypeError, ValueError, OverflowError):
+    except Exception:  # a string, a list, an object, an int too large for a float: the pandas path says which
         return None
 
 
@@ -463,6 +439,16 @@ def _restore(values: np.ndarray, spec: ColumnSpec) -> Any:
         return values
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 3, 40, 40
+
+
 def _show(value: Any) -> str:
-    text = repr(value.item() if isinstance(value, np.generic) else value)
+    """A short text of a value for a problem's message, whatever the value (nested, huge, ...)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    try:
+        text = repr(value) if isinstance(value, str | float | bool) or value is None else _SHORT.repr(value)
+    except Exception:  # an int past Python's digit limit for str(), or a value whose repr fails
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."

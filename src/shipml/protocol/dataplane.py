@@ -4,13 +4,20 @@ Per request, only the structure is checked (columns present, no unknown columns,
 The value checks (types, nulls, ranges, categories) run once per merged batch, vectorised, and their verdicts
 are split back: a request with a bad row fails alone with its own problems (rows numbered within it), the other
 requests of the batch are predicted as usual.
+
+Nothing one request holds may fail another. Should the checks of a merged batch raise all the same (a gap in
+them), each request is checked alone and one that cannot be checked gets its own 422; should the model raise on
+the rows of several requests, they are predicted in halves down to the request(s) it cannot predict. Both cost
+nothing while all goes well.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,17 +25,12 @@ import numpy as np
 from shipml.batching.batcher import AdaptiveBatcher
 from shipml.batching.merge import merge_columns, offsets
 from shipml.errors import InferenceError, SchemaError, ShipmlError, TooManyRows
+from shipml.package.columns import raw_columns, record_getter, record_rows, rows_matrix
 from shipml.package.loaded import LoadedModel
-from shipml.package.signature import Problem
-from shipml.package.validation import (
-    InputPolicy,
-    check,
-    dense_signature,
-    raw_columns,
-    record_getter,
-    record_rows,
-    rows_matrix,
-)
+from shipml.package.signature import Problem, Signature
+from shipml.package.validation import InputPolicy, Table, check, dense_signature
+
+log = logging.getLogger("shipml.dataplane")
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs ~1.5 µs more to make, once per request
@@ -103,16 +105,33 @@ class ModelRunner:
         return None
 
     async def infer(self, data: Any, *, want_proba: bool = True, deadline: float | None = None) -> Outcome:
-        request = self.prepare(data, want_proba=want_proba)
+        try:
+            request = self.prepare(data, want_proba=want_proba)
+        except SchemaError as exc:
+            if any(p.rule in _STRUCTURAL for p in exc.problems):  # rare: the values' problems too, off the loop
+                raise await self.batcher.call(partial(self._every_problem, data, exc)) from None
+            raise
         if request.rows == 0:
             empty = np.empty(0)
             proba = np.empty((0, len(self.model.classes or []))) if want_proba and self.model.has_proba else None
             return Outcome(empty, proba)
         return await self.batcher.submit(request, request.rows, deadline or time.monotonic() + 3600)
 
+    def _every_problem(self, data: Any, structural: SchemaError) -> SchemaError:
+        """The 422 of a request with missing or unknown columns, with the problems of the columns it has."""
+        try:
+            checked = check(data, self.model.signature, self.policy)
+        except Exception:  # the structural problems alone, then
+            return structural
+        errors = [p for p in checked.problems if p.severity == "error"]
+        return _schema_error(errors, checked.n_errors)
+
     # -- per batch, in the worker thread -------------------------------------------------------------------
     def _process(self, requests: Sequence[Request]) -> list[Outcome | Exception]:
-        checked = check(self._merge(requests), self.model.signature, self.policy)
+        try:
+            checked = check(self._merge(requests), self.model.signature, self.policy)
+        except Exception as exc:  # a value the checks could not handle: find whose it is, fail that one alone
+            return self._isolate(requests, exc)
         bounds = offsets([r.rows for r in requests])
         problems = _by_request(checked.problems, bounds)
         if len(requests) > 1 and len(checked.problems) < checked.n_errors + checked.n_warnings:
@@ -133,25 +152,95 @@ class ModelRunner:
             want_proba = any(requests[i].want_proba for i in good)
             table = checked.table
             if len(good) < len(requests):
-                rows = np.concatenate([np.arange(*bounds[i]) for i in good])
-                table = table.take(rows)
-            try:
-                result = self.model.infer(table, proba=want_proba)
-            except Exception as exc:  # the model failed on this batch: each of its requests gets the error
-                error = exc if isinstance(exc, ShipmlError) else InferenceError(
-                    f"{self.model.ref} failed to predict: {type(exc).__name__}")
-                for i in good:
-                    outcomes[i] = error
-                return [o if o is not None else error for o in outcomes]
-            position = 0
-            for i in good:
-                n = requests[i].rows
-                proba = result.probabilities[position:position + n] \
-                    if result.probabilities is not None and requests[i].want_proba else None
+                table = table.take(np.concatenate([np.arange(*bounds[i]) for i in good]))
+            spans = offsets([requests[i].rows for i in good])
+            for i, result in zip(good, self._predict(table, spans, want_proba), strict=True):
+                if isinstance(result, Exception):
+                    outcomes[i] = result
+                    continue
+                predictions, probabilities = result
                 warnings = [p for p in problems[i] if p.severity == "warning"]
-                outcomes[i] = Outcome(result.predictions[position:position + n], proba, warnings)
-                position += n
+                outcomes[i] = Outcome(predictions, probabilities if requests[i].want_proba else None, warnings)
         return [o if o is not None else InferenceError("no outcome") for o in outcomes]
+
+    def _predict(self, table: Table, spans: list[tuple[int, int]], proba: bool) -> list[_Answer | Exception]:
+        """The model's answer for each span of rows (one request's) of ``table``: one predict call for all of
+        them. When it raises and there are several, the two halves are predicted apart, and so on down: only
+        the request(s) the model cannot predict fail, every other gets the answer it gets alone."""
+        try:
+            result = self.model.infer(table, proba=proba)
+        except Exception as exc:
+            if len(spans) == 1:
+                return [self._failure(exc)]
+            half = len(spans) // 2
+            first, second = spans[:half], spans[half:]
+            cut = first[-1][1]
+            return (self._predict(table.take(np.arange(0, cut)), first, proba)
+                    + self._predict(table.take(np.arange(cut, table.n_rows)), _shift(second, cut), proba))
+        predictions, probabilities = result.predictions, result.probabilities
+        if len(spans) == 1:
+            return [(predictions, probabilities)]
+        if probabilities is None:
+            return [(predictions[start:stop], None) for start, stop in spans]
+        return [(predictions[start:stop], probabilities[start:stop]) for start, stop in spans]
+
+    def _failure(self, exc: Exception) -> Exception:
+        """What the requests of a failed predict call get: a ShipmlError as it is, anything else an
+        InferenceError caused by it (its type, message and traceback reach the operator's log, never the
+        client: a 5xx says only "internal error")."""
+        if isinstance(exc, ShipmlError):
+            return exc
+        error = InferenceError(f"{self.model.ref} failed to predict: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+
+    def _isolate(self, requests: Sequence[Request], exc: Exception) -> list[Outcome | Exception]:
+        """The batch could not be checked (``exc``): check each request alone; one that cannot be checked either
+        fails with its own 422, the others are processed as usual."""
+        outcomes: list[Outcome | Exception | None] = [None] * len(requests)
+        fine: list[int] = []
+        for i, request in enumerate(requests):
+            try:
+                check(self._merge([request]), self.model.signature, self.policy)
+            except Exception as own:
+                outcomes[i] = self._unreadable(request, own)
+            else:
+                fine.append(i)
+        if len(requests) == 1 and fine:  # checked alone it passed, then failed: give up on it (no retry loop)
+            return [self._unreadable(requests[0], exc)]
+        if len(fine) == len(requests):  # each passes alone, yet not together: process each alone
+            log.warning("%s: a batch of %d requests could not be checked together (%s: %s); checking each"
+                        " alone", self.model.ref, len(requests), type(exc).__name__, exc)
+            return [self._process([r])[0] for r in requests]
+        if fine:
+            for i, outcome in zip(fine, self._process([requests[i] for i in fine]), strict=True):
+                outcomes[i] = outcome
+        return [o if o is not None else InferenceError("no outcome") for o in outcomes]
+
+    def _unreadable(self, request: Request, exc: Exception) -> SchemaError:
+        """The 422 of a request whose input the checks could not handle, naming the columns at fault where a
+        column checked alone fails too. The operator's log gets the exception: the checks have a gap."""
+        log.warning("%s: a request's input could not be checked; refused with 422", self.model.ref, exc_info=exc)
+        columns: list[str] = []
+        try:
+            raw = self._numeric(request)
+            if isinstance(raw, dict):
+                for spec in self.model.signature.inputs:
+                    try:
+                        check({spec.name: raw[spec.name]}, self._alone(spec.name), self.policy)
+                    except Exception:
+                        columns.append(spec.name)
+        except Exception:
+            pass
+        problems = [Problem(None, name, "type", f"values could not be read as {self._alone(name).inputs[0].dtype}")
+                    for name in columns] or [Problem(None, None, "type", "input could not be read")]
+        return SchemaError("input does not match the model's signature: " + "; ".join(map(str, problems[:5])),
+                           problems)
+
+    def _alone(self, name: str) -> Signature:
+        """The model's signature reduced to one input column."""
+        signature = self.model.signature
+        return signature.model_copy(update={"inputs": [signature.column(name)]})
 
     def _merge(self, requests: Sequence[Request]) -> Any:
         parts = [r.columns for r in requests]
@@ -177,6 +266,15 @@ class ModelRunner:
         general = self._general(request.source, request.want_proba).columns
         assert isinstance(general, dict)
         return general
+
+
+_STRUCTURAL = frozenset({"missing_column", "extra_column"})
+#: One request's share of a predict call: (predictions, probabilities). A tuple: made once per request per batch.
+_Answer = tuple[np.ndarray, np.ndarray | None]
+
+
+def _shift(spans: list[tuple[int, int]], by: int) -> list[tuple[int, int]]:
+    return [(start - by, stop - by) for start, stop in spans]
 
 
 def _by_request(problems: list[Problem], bounds: list[tuple[int, int]]) -> list[list[Problem]]:

@@ -27,7 +27,7 @@ import orjson
 
 from shipml.errors import ProtocolError
 from shipml.package.signature import ColumnSpec, OutputSpec, Signature
-from shipml.protocol import v2_tensor
+from shipml.protocol import json_body, v2_tensor
 from shipml.protocol.v2_tensor import DATATYPES, FLOAT_DATATYPES, INTEGER_DATATYPES
 
 __all__ = [
@@ -211,11 +211,12 @@ def _split_body(view: memoryview, header_length: int | None) -> tuple[memoryview
 
 def _parse_json(header: memoryview, header_length: int | None) -> dict[str, Any]:
     try:
-        doc = orjson.loads(header)
-    except orjson.JSONDecodeError as e:
+        doc = json_body.loads(header)
+    except json_body.JSONBodyError as e:
+        # the hint only where it is true: a whole JSON object was read and more bytes followed it
         hint = (" (when binary tensor data follows the JSON, Inference-Header-Content-Length must give the "
-                "JSON's length)") if header_length is None else ""
-        raise ProtocolError(f"request is not valid JSON: {e}{hint}") from e
+                "JSON's length)") if header_length is None and e.trailing else ""
+        raise ProtocolError(f"request is not valid JSON: {e}{hint}") from None
     if not isinstance(doc, dict):
         raise ProtocolError("request must be a JSON object with 'inputs'")
     return doc

@@ -70,7 +70,7 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np
     elif target.kind in "iu":
         array = _integers(name, datatype, data, array)
     elif kind == "O":
-        # JSON has no NaN: a null in floating-point data stands for a missing value.
+        # A null in floating-point data stands for a missing value, as NaN does (see protocol/json_body.py).
         try:
             array = np.asarray(data, dtype=np.float64)
         except (ValueError, TypeError) as e:
@@ -134,6 +134,9 @@ def _integers(name: str, datatype: str, data: Any, inferred: np.ndarray) -> np.n
         return inferred
     if kind != "f":
         raise ProtocolError(f"tensor {name!r}: {datatype} data must be integers, got {_describe(inferred)}")
+    if not np.isfinite(inferred).all():
+        raise ProtocolError(f"tensor {name!r}: {datatype} data must be integers, got NaN or an infinity (a"
+                            f" missing value needs a floating-point tensor)")
     # numpy infers float64 for floats, and also for int64 and uint64 values mixed (above 2**63): convert the
     # parsed values themselves, so large integers stay exact, then refuse any fraction.
     try:

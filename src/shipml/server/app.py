@@ -36,6 +36,7 @@ from shipml.errors import (
 from shipml.package.example import model_example
 from shipml.package.loaded import LoadedModel
 from shipml.package.manifest import read_manifest
+from shipml.protocol import json_body
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
 from shipml.server import docs, http, public, routes
@@ -307,8 +308,8 @@ class ShipmlApp:
             if isinstance(exc, SchemaError):
                 body["problems"] = [p.to_dict() for p in exc.problems[:100]]
                 body["problem_count"] = exc.total
-            if status >= 500 and not exc.expose:
-                log.error("request %s failed: %s", state["id"], exc)
+            if status >= 500 and not exc.expose:  # the operator's log gets what the client does not: the cause
+                log.error("request %s failed: %s", state["id"], exc, exc_info=exc)
         else:
             status = 500
             body = {"error": "internal error", "request_id": state["id"]}
@@ -433,9 +434,9 @@ class ShipmlApp:
         http.check_json_content_type(request)
         body = await self.read_body(request, runner)
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+            payload = json_body.loads(body)
+        except json_body.JSONBodyError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
         if not isinstance(payload, dict):
             raise BadRequest("body must be a JSON object")
         return runner, payload
