@@ -21,8 +21,6 @@ import io
 import json
 import lzma
 import pickletools
-import shutil
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -45,7 +43,7 @@ from shipml.errors import (
     UnsupportedModelError,
 )
 from shipml.package.loaded import sha256_file
-from shipml.package.manifest import MANIFEST, read_manifest, write_manifest
+from shipml.package.manifest import MANIFEST
 from shipml.registry.registry import ModelVersion, Registry
 
 MLMODEL = "MLmodel"
@@ -423,22 +421,11 @@ def read_sample(sample: Any, target: Any = None) -> tuple[Any, Any]:
 
 def _import_package(directory: Path, name: str, registry: Registry, *, trusted: bool, version: str | None,
                     description: str | None, tags: dict[str, str] | None) -> ModelVersion:
-    manifest = read_manifest(directory)
-    if manifest.trust.required and not trusted:
-        raise UnsafeModelError(
-            f"{directory.name} holds a package that runs code when loaded"
-            f" ({', '.join(manifest.trust.types) or manifest.runtime.name}); pass --trust if you trust it",
-            manifest.trust.types)
-    update: dict[str, Any] = {"tags": {**manifest.tags, **(tags or {}), "imported_from": directory.name,
-                                       "imported_sha256": sha256_file(directory / MANIFEST),
-                                       "imported_format": "shipml"}}
-    if description is not None:
-        update["description"] = description
-    with tempfile.TemporaryDirectory(prefix="shipml-import-") as tmp:
-        copy = Path(tmp) / "pkg"
-        shutil.copytree(directory, copy)
-        write_manifest(copy, manifest.model_copy(update=update))
-        return registry.add_package(copy, name, version)
+    """A shipml package directory as a new version: nothing in its manifest is trusted (see
+    :meth:`Registry.add_package`); its manifest's own sha256 goes into the tags."""
+    all_tags = {**(tags or {}), "imported_from": directory.name, "imported_sha256": sha256_file(directory / MANIFEST),
+                "imported_format": "shipml"}
+    return registry.add_package(directory, name, version, trusted=trusted, tags=all_tags, description=description)
 
 
 __all__ = ["file_format", "import_model", "pickle_imports", "read_sample", "sniff"]
