@@ -45,6 +45,7 @@ from shipml.errors import (
 from shipml.package.loaded import sha256_file
 from shipml.package.manifest import MANIFEST
 from shipml.registry.registry import ModelVersion, Registry
+from shipml.runtimes.sklearn import types_needing_trust
 
 MLMODEL = "MLmodel"
 
@@ -53,10 +54,12 @@ EXTENSIONS = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "pickle", ".skop
               ".txt": "lightgbm", ".lgb": "lightgbm", ".json": "xgboost", ".ubj": "xgboost", ".onnx": "onnx"}
 DESCRIPTIONS = {"pickle": "a pickle", "skops": "a skops file", "lightgbm": "a LightGBM text model",
                 "xgboost": "an XGBoost model", "onnx": "an ONNX model"}
-SKLEARN_TYPES = ("sklearn.",)
+#: A skops file from elsewhere loads without trust only when every type it asks for is one skops trusts or one of
+#: the sklearn runtime's DATA_TYPES (the types it admits from any file); these prefixes add to that per source.
+SKLEARN_TYPES: tuple[str, ...] = ()
 #: MLflow's lightgbm flavor stores sklearn-API models with skops; these types are LightGBM's own, rebuilt from
 #: plain state, and are what the flavor promises.
-LIGHTGBM_TYPES = ("sklearn.", "lightgbm.", "collections.OrderedDict")
+LIGHTGBM_TYPES = ("lightgbm.", "collections.OrderedDict")
 #: MLflow flavor -> (key naming its data file, formats its file may hold)
 FLAVORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lightgbm": ("data", ("lightgbm", "skops", "pickle")),
@@ -307,7 +310,7 @@ def _load_pickle(path: Path, trusted: bool) -> Any:
 def _load_skops(path: Path, trusted: bool, safe_types: tuple[str, ...]) -> Any:
     sio = import_optional("skops.io", "sklearn")
     untrusted = sio.get_untrusted_types(file=path)
-    unsafe = [t for t in untrusted if not t.startswith(safe_types)]
+    unsafe = [t for t in types_needing_trust(untrusted, sealed=False) if not (safe_types and t.startswith(safe_types))]
     if unsafe and not trusted:
         raise UnsafeModelError(
             f"{path.name}: skops cannot prove these types are safe to load: {', '.join(unsafe)}."
