@@ -201,3 +201,32 @@ def test_an_artefact_listed_twice_is_refused(package: Path) -> None:
 def test_a_fifo_in_the_package_is_refused_without_blocking(package: Path) -> None:
     os.mkfifo(package / "model" / "pipe")
     _refused(package, "not a regular file")
+
+
+def test_runtimes_refuse_what_their_grant_does_not_cover_even_called_directly(
+        tmp_path: Path, data: tuple[pd.DataFrame, np.ndarray]) -> None:
+    """Defence in depth: load_package judges trust first, and each runtime's load checks its grant again."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from shipml import runtimes
+    from shipml.package.artefacts import fresh
+    from shipml.runtimes.base import Grant
+    from tests.contract.custom_model import ThresholdModel
+
+    X, y = data
+    reg = tmp_path / "reg"
+    skops_mv = shipml.save_model(make_pipeline(FunctionTransformer(np.negative), FunctionTransformer(abs),
+                                               LogisticRegression()).fit(X, y), "s", sample=X, trusted=True,
+                                 registry=reg)
+    pickle_mv = shipml.save_model(ThresholdModel(0.0), "p", sample=X, trusted=True, registry=reg)
+    for mv, name in ((skops_mv, "sklearn"), (pickle_mv, "pickle")):
+        runtime = runtimes.get(name)
+        info = mv.manifest.runtime.info
+        with pytest.raises(UnsafeModelError):
+            runtime.load(fresh(mv.path, mv.ref).model_view(), info, Grant(sealed=True))
+        runtime.load(fresh(mv.path, mv.ref).model_view(), info, Grant(everything=True))
+    need = runtimes.get("sklearn").trust_needed(fresh(skops_mv.path, "s").model_view(), sealed=True)
+    assert need.types == ("builtins.abs",)
+    granted = Grant(types=frozenset(need.types), sealed=True)
+    runtimes.get("sklearn").load(fresh(skops_mv.path, "s").model_view(), {}, granted)
