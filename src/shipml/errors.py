@@ -16,8 +16,11 @@
     ├── UnsupportedMediaType         (415) a body that is not JSON (pickles included)
     ├── UnsafeModelError             (400) a format that can run code, without explicit trust
     ├── UnsupportedModelError        (400) no runtime knows this kind of model
-    ├── IntegrityError               (500) an artefact does not match its recorded sha256
+    ├── IntegrityError               (500) an artefact, or a manifest, that does not match its recorded sha256
     ├── ManifestError                (500) a manifest that cannot be read, or from another runtime/API version
+    ├── RegistryCorrupt              (500) a registry file that does not hold what it must (aliases.json, a
+    │                                      history/evaluations/ledger line), or a symbolic link where the
+    │                                      registry keeps its own files
     ├── SchemaError                  (422) input data that breaks the model's signature
     ├── ReproducibilityError         (500) the golden sample no longer reproduces
     ├── EnvironmentMismatchError     (500) the running environment differs too much from the saved one
@@ -32,8 +35,10 @@
 
 Errors carry a ``status`` (an HTTP-like status code, so the server maps them without knowing each class).
 ``public_message`` is what a remote client may see: the message for a 4xx, or for a 5xx whose class sets
-``expose`` (its message is written for clients); "internal error" otherwise. No message holds a traceback, a
-path of the server's filesystem or a secret.
+``expose`` (its message is written for clients); "internal error" otherwise. No message holds a traceback or a
+secret. A message about the operator's own files may name them (``no model named 'churn' in
+Registry('/srv/models')`` says where to look): those are for the CLI and the log. The server never sends such a
+message to a client: a model that failed to load is described by ``server/public.py``, by kind of failure.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "ProtocolError",
+    "RegistryCorrupt",
     "ReproducibilityError",
     "SchemaError",
     "ServiceUnavailable",
@@ -124,6 +130,13 @@ class IntegrityError(ShipmlError):
 
 
 class ManifestError(ShipmlError):
+    status = 500
+
+
+class RegistryCorrupt(ShipmlError):
+    """A file of the registry that is malformed, or a symbolic link where the registry keeps its own files.
+    The message names the entry relative to the registry's root (never a full path)."""
+
     status = 500
 
 

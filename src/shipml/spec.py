@@ -8,7 +8,7 @@ Example::
     batching: {max_batch_size: 1024, max_latency_ms: 2}
     limits: {max_body_bytes: 1048576, max_rows: 10000, max_queue: 2048, request_timeout_ms: 5000}
     input_policy: {out_of_range: warn, unseen_category: reject}
-    auth: {enabled: true, metrics_auth: false}
+    auth: {enabled: true, metrics_auth: false, open_docs: false}
     endpoints:
       - name: churn
         models: [churn@production]
@@ -22,6 +22,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shipml._paths import absolute
 from shipml.errors import ShipmlError, SpecError
 from shipml.package.validation import InputPolicy
 from shipml.registry.names import Ref, check_name
@@ -82,6 +83,9 @@ class AuthSpec(_Strict):
     enabled: bool = False
     tokens_file: str | None = Field(None, description="default: tokens.json in the registry directory")
     metrics_auth: bool = False
+    open_docs: bool = Field(False, description=(
+        "serve /docs and /openapi.json without a token (they describe every model's inputs, categories and"
+        " ranges); by default they need a token of any scope"))
 
 
 class EndpointSpec(_Strict):
@@ -201,13 +205,29 @@ class DeploymentSpec(_Strict):
 
 
 def spec_for_refs(refs: list[str], **overrides: object) -> DeploymentSpec:
-    """The spec ``shipml serve REF...`` uses without a file: one endpoint per model, named after it."""
-    endpoints = []
-    for ref in refs:
-        r = Ref.parse(ref)
-        name = r.name if r.name is not None else (r.path.name if r.path else ref)
-        endpoints.append({"name": name, "models": [ref]})
+    """The spec ``shipml serve REF...`` uses without a file: one endpoint per model, named after it. A package
+    directory (``.``, ``./pkg``, ``../x/pkg``) is named by its absolute path, and its endpoint after the model it
+    holds (``NAME-VERSION`` when another endpoint has that name already)."""
+    endpoints: list[dict[str, object]] = []
+    for text in refs:
+        r = Ref.parse(text)
+        if r.path is None:
+            endpoints.append({"name": r.name, "models": [text]})
+        else:
+            directory = absolute(r.path)
+            name = _package_endpoint_name(directory, {str(e["name"]) for e in endpoints})
+            endpoints.append({"name": name, "models": [str(directory)]})
     return parse_spec({"endpoints": endpoints, **overrides})
+
+
+def _package_endpoint_name(directory: Path, taken: set[str]) -> str:
+    from shipml.package.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(directory)
+    except ShipmlError:  # not a package: the spec check names the problem with the ref
+        return directory.name
+    return manifest.name if manifest.name not in taken else f"{manifest.name}-{manifest.version}"
 
 
 def parse_spec(data: object, source: str = "spec") -> DeploymentSpec:
@@ -226,13 +246,48 @@ def parse_spec(data: object, source: str = "spec") -> DeploymentSpec:
 
 
 def load_spec(path: str | Path) -> DeploymentSpec:
+    """The spec in the file ``path``. Relative paths in it (``registry``, model packages among the endpoints'
+    models) are relative to the file's directory, whatever the current directory. (``auth.tokens_file`` is left
+    as written: for a pod it names a path inside the container.)"""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise SpecError(f"no deployment spec at {p}") from exc
+    except IsADirectoryError as exc:
+        raise SpecError(f"{p} is a directory, not a deployment spec file") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{p.name} is not valid YAML: {exc}") from exc
-    return parse_spec(data, p.name)
+    return parse_spec(_anchored(data, absolute(p).parent), p.name)
+
+
+def _anchored(data: object, base: Path) -> object:
+    """``data`` (a spec file's content) with its relative paths made absolute against ``base``."""
+    if not isinstance(data, dict):
+        return data
+
+    def anchor(text: object) -> object:
+        if not isinstance(text, str) or not text or "://" in text or text.startswith("~"):
+            return text
+        return text if Path(text).is_absolute() else str(absolute(base / text))
+
+    out = dict(data)
+    if out.get("registry") is not None:
+        out["registry"] = anchor(out["registry"])
+    endpoints = out.get("endpoints")
+    if isinstance(endpoints, list):
+        out["endpoints"] = [{**e, "models": [_anchored_ref(m, base) for m in e["models"]]}
+                            if isinstance(e, dict) and isinstance(e.get("models"), list) else e for e in endpoints]
+    return out
+
+
+def _anchored_ref(ref: object, base: Path) -> object:
+    """A model ref naming a package directory relative to the spec file (``./pkg``, ``../pkg``, or a bare name
+    of a directory holding shipml.json next to the spec), made absolute; registry refs unchanged."""
+    if not isinstance(ref, str) or not ref or Path(ref).is_absolute() or ref.startswith("~"):
+        return ref
+    if ref.startswith(("./", "../")) or ref in (".", "..") or (base / ref / "shipml.json").is_file():
+        return str(absolute(base / ref))
+    return ref

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -33,6 +34,7 @@ from shipml.errors import ConflictError, IntegrityError, NotFoundError, SpecErro
 from shipml.package.manifest import read_manifest
 from shipml.spec import load_spec, parse_spec, spec_for_refs
 from tests.e2e.server_process import free_port
+from tests.unit.registry_support import reseal
 
 RELEASE = ShipmlInstall("0.1.0")  # shipml from the index: no wheel to build, so these tests stay fast
 
@@ -106,6 +108,38 @@ def test_context_holds_the_resolved_versions_and_aliases(registry_dir: Path, tmp
     model = shipml.load_model("clf@production", registry=root / "registry")
     assert model.version == "1.0.0"
     assert shipml.load_model("lin", registry=root / "registry").version == "1.0.0"
+
+
+def test_the_context_registry_carries_the_ledger_so_loads_in_the_image_are_sealed(registry_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    package = registry_dir / "models" / "lin" / "versions" / "1.0.0"
+    spec = parse_spec({"registry": str(registry_dir), "endpoints": [
+        {"name": "prod", "models": ["clf@production"]}, {"name": "pkg", "models": [str(package)]}]})
+    ctx = write_context(spec, tmp_path / "ctx", install=RELEASE)
+    image_registry = ctx.directory / "registry"
+    for name, version in (("clf", "1.0.0"), ("lin", "1.0.0")):
+        (record,) = [orjson.loads(line) for line in
+                     (image_registry / f"models/{name}/versions.jsonl").read_bytes().splitlines()]
+        manifest = image_registry / f"models/{name}/versions/{version}/shipml.json"
+        assert record["event"] == "saved" and record["version"] == version
+        assert record["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+        assert record["manifest_sha256"] == shipml.Registry(registry_dir).get(f"{name}:{version}").manifest_sha256
+    # an edit of a manifest inside the image is refused there, as in the registry it came from
+    path = image_registry / "models/clf/versions/1.0.0/shipml.json"
+    path.write_bytes(path.read_bytes().replace(b'"description": null', b'"description": "edited"'))
+    with pytest.raises(IntegrityError, match=r"clf:1\.0\.0"):
+        shipml.load_model("clf@production", registry=image_registry)
+    assert shipml.load_model("lin:1.0.0", registry=image_registry).version == "1.0.0"
+
+
+def test_an_edited_manifest_in_the_source_registry_is_not_built(registry_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "registry"
+    shutil.copytree(registry_dir, copy)
+    path = copy / "models/lin/versions/1.0.0/shipml.json"
+    path.write_bytes(path.read_bytes().replace(b'"description": null', b'"description": "edited"'))
+    with pytest.raises(IntegrityError, match=r"lin:1\.0\.0"):
+        context_for(["lin"], copy, tmp_path)
+    assert not (tmp_path / "ctx").exists()
 
 
 def test_image_spec_points_at_the_image_registry_and_all_interfaces(registry_dir: Path, tmp_path: Path) -> None:
@@ -207,6 +241,7 @@ def registry_with_pin(registry_dir: Path, tmp_path: Path, model: str, package: s
     manifest = orjson.loads(path.read_bytes())
     manifest["environment"]["packages"][package] = version
     path.write_bytes(orjson.dumps(manifest))
+    reseal(shipml.Registry(copy), model, "1.0.0")  # as if it had been saved so
     return copy
 
 

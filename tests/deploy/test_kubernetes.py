@@ -3,6 +3,7 @@ policy the manifests promise - probes, grace period, security context, resources
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
@@ -282,6 +283,8 @@ def test_models_from_s3_with_several_endpoints(tmp_path: Path, churn_registry: P
     assert args[args.index("--endpoint-url") + 1] == "http://127.0.0.1:9000"
     includes = sorted(args[i + 1] for i, a in enumerate(args) if a == "--include")
     assert includes == ["models/churn/*", "models/fraud/*"]
+    # the ledger of manifest digests travels with the versions (aws s3 filters' * spans '/'): sealed loads
+    assert fnmatch.fnmatchcase("models/churn/versions.jsonl", "models/churn/*")
     assert args[args.index("--exclude") + 1] == "*"
     assert init["envFrom"] == [{"secretRef": {"name": "models-s3"}}]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -320,14 +323,18 @@ def test_one_replica_keeps_its_pod_and_the_budget_says_so(tmp_path: Path) -> Non
     assert by_kind(docs)["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
 
 
-def test_a_package_directory_is_served_by_name_and_version(tmp_path: Path, churn_registry: Path) -> None:
+@pytest.mark.parametrize("spelling", ["absolute", "."])
+def test_a_package_directory_is_served_by_name_and_version(tmp_path: Path, churn_registry: Path, spelling: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     package = churn_registry / "registry" / "models" / "churn" / "versions" / WEAK
-    result = k8s(str(package), "-o", str(tmp_path / "out"))
+    if spelling == ".":
+        monkeypatch.chdir(package)
+    result = k8s(str(package) if spelling == "absolute" else ".", "-o", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     docs = read_dir(tmp_path / "out")
     validate_strict(docs)
     deployment = by_kind(docs)["Deployment"]
-    assert deployment["metadata"]["name"] == f"shipml-{WEAK.replace('.', '-')}"  # named after the directory
+    assert deployment["metadata"]["name"] == "shipml-churn"  # named after the model the directory holds
     assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == WEAK
     inner = parse_spec(yaml.safe_load(by_kind(docs)["ConfigMap"]["data"]["shipml.yaml"]))
     assert [e.models for e in inner.endpoints] == [[f"churn:{WEAK}"]]
@@ -503,7 +510,7 @@ BAD_SPECS = [
     ({"image": {"tag": "-x"}}, "invalid image tag '-x'"),
     ({"endpoints": [{"name": "churn-", "models": ["churn"]}]},
      "cannot make a Kubernetes name from endpoint 'churn-'"),
-    ({"endpoints": [{"name": "pkg", "models": ["./no-such-pkg"]}]}, "model ./no-such-pkg is not a package directory"),
+    ({"endpoints": [{"name": "pkg", "models": ["./no-such-pkg"]}]}, "/no-such-pkg is not a package directory"),
     ({"auth": {"enabled": True, "tokens_file": "tokens.json"}}, "auth.tokens_file 'tokens.json' cannot be mounted"),
     ({"auth": {"enabled": True, "tokens_file": "/etc/shipml/tokens.json"}}, "in a directory of its own"),
     ({"auth": {"enabled": True, "tokens_file": "/tmp/x/tokens.json"}}, "in a directory of its own"),

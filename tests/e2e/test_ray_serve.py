@@ -165,7 +165,7 @@ def test_deploy_predict_scale_and_shut_down(ray_cluster: str, registry_dir: Path
                                 env=ENV, check=False)
         assert failed.returncode == 1, failed.stderr[-3000:]
         assert "error: Ray Serve application bad failed to deploy" in failed.stderr
-        assert "models failed to load: churn@production" in failed.stderr and "alias 'production'" in failed.stderr
+        assert "models failed to load: model churn@production: no such alias in the registry" in failed.stderr
         assert httpx.get(url + "/readyz").status_code == 200  # the running application is untouched
         assert driver(ray_cluster, DELETE_BAD) == {"applications": ["churn-app"]}
 

@@ -1,6 +1,7 @@
 """Auth on a real server (on each HTTP backend): every route x method, without a token, with each scope, with a
-token for another model, and with broken tokens. Health and docs stay open; metrics are open or admin-only as
-configured."""
+token for another model, and with broken tokens. Health stays open; the docs need any valid token (as a bearer
+token, or as the password of Basic credentials from a browser) unless the spec opens them; metrics are open or
+admin-only as configured."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ ROUTES: list[tuple[str, str, Any, str, int]] = [
     ("GET", "/readyz", None, OPEN, 200),
     ("GET", "/v2/health/live", None, OPEN, 200),
     ("GET", "/v2/health/ready", None, OPEN, 200),
-    ("GET", "/openapi.json", None, OPEN, 200),
-    ("GET", "/docs", None, OPEN, 200),
+    ("GET", "/openapi.json", None, SERVER, 200),
+    ("GET", "/docs", None, SERVER, 200),
+    ("GET", "/docs/assets/swagger-ui.css", None, SERVER, 200),
     ("GET", "/metrics", None, OPEN, 200),
     ("GET", "/models", None, SERVER, 200),
     ("GET", "/v2", None, SERVER, 200),

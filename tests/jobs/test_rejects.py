@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from click.testing import CliRunner
 
+from shipml.cli import cli
 from shipml.jobs import predict_file
 from tests.jobs.conftest import Saved, mixed_frame, numeric_frame, read, write
 
@@ -88,3 +90,35 @@ def test_row_numbers_restart_in_each_file(lgb_model: Saved, tmp_path: Path) -> N
     assert rejects["_row"].tolist() == [5, 50]
     assert [Path(f).name for f in rejects["_file"]] == ["a.csv", "b.csv"]
     assert report.rows_read == report.rows_scored + report.rows_rejected == 200
+
+
+def test_no_rejects_file_when_no_row_is_rejected(lgb_model: Saved, tmp_path: Path) -> None:
+    """(issue 12, item 17) No empty rejects file; the summary says none was written. A rejects file an earlier
+    run left at that path goes too, so that what is on disk describes this run."""
+    source = write(numeric_frame(200), tmp_path / "in.csv")
+    stale = tmp_path / "out.rejects.csv"
+    stale.write_text('"x0","_row"\n"abc",3\n')
+    report = predict_file("lgb", source, tmp_path / "out.csv", registry=lgb_model.registry, part_rows=70,
+                          workers=1, quiet=True)
+    assert (report.rows_scored, report.rows_rejected) == (200, 0)
+    assert report.rejects is None
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "registry") == ["in.csv", "out.csv"]
+    assert report.to_dict()["rejects"] is None
+    assert report.summary().splitlines()[-1] == "rejects: none written (no row was rejected)"
+
+    result = CliRunner().invoke(cli, ["predict", "lgb", str(source), "-o", str(tmp_path / "o2.parquet"),
+                                      "--registry", str(lgb_model.registry.root), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "rejects: none written (no row was rejected)" in result.stdout
+    assert not (tmp_path / "o2.rejects.parquet").exists()
+
+
+def test_a_rejects_file_only_when_rows_are_rejected(lgb_model: Saved, tmp_path: Path) -> None:
+    frame = numeric_frame(200).astype({"x1": object})
+    frame.loc[7, "x1"] = "oops"
+    source = write(frame, tmp_path / "in.csv")
+    report = predict_file("lgb", source, tmp_path / "out.csv", registry=lgb_model.registry, workers=1, quiet=True)
+    assert report.rejects == tmp_path / "out.rejects.csv"
+    assert pd.read_csv(report.rejects)["_row"].tolist() == [7]
+    assert report.summary().splitlines()[-1] == f"rejects: {tmp_path / 'out.rejects.csv'} (1 row)"

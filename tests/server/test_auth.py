@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import stat
@@ -195,22 +196,22 @@ def test_concurrent_creates_from_two_processes_are_all_kept(path: Path) -> None:
 
 
 # -- policy -----------------------------------------------------------------------------------------------
-OPEN, METRICS, PREDICT, ADMIN = Level.OPEN, Level.METRICS, Level.PREDICT, Level.ADMIN
+OPEN, METRICS, DOCS, PREDICT, ADMIN = Level.OPEN, Level.METRICS, Level.DOCS, Level.PREDICT, Level.ADMIN
 
 ROUTES: list[tuple[str, str, Access]] = [
     ("GET", "/healthz", Access(OPEN)),
     ("GET", "/readyz", Access(OPEN)),
     ("GET", "/v2/health/live", Access(OPEN)),
     ("GET", "/v2/health/ready", Access(OPEN)),
-    ("GET", "/docs", Access(OPEN)),
-    ("GET", "/openapi.json", Access(OPEN)),
+    ("GET", "/docs", Access(DOCS)),
+    ("GET", "/openapi.json", Access(DOCS)),
+    ("GET", "/docs/assets/swagger-ui-bundle.js", Access(DOCS)),
     ("GET", "/metrics", Access(METRICS)),
     ("POST", "/predict", Access(PREDICT, default_model=True)),
     ("POST", "/models/churn/predict", Access(PREDICT, "churn")),
     ("POST", "/models/churn@production/predict", Access(PREDICT, "churn")),
     ("POST", "/models/churn/versions/1.2.0/predict", Access(PREDICT, "churn")),
     ("POST", "/v1/models/churn:predict", Access(PREDICT, "churn")),
-    ("POST", "/v1/models/churn:1.2.0:predict", Access(PREDICT, "churn")),
     ("POST", "/v2/models/churn/infer", Access(PREDICT, "churn")),
     ("POST", "/v2/models/churn/versions/1.2.0/infer", Access(PREDICT, "churn")),
     ("GET", "/v1/models/churn", Access(PREDICT, "churn")),
@@ -248,6 +249,7 @@ def test_other_methods_on_listed_routes_need_admin(method: str, route: str) -> N
     "/models//predict", "/models/a/b/predict", "/models/churn/versions/predict", "/v2/models/churn/load",
     "/v2/models/a/b/infer", "/v2/models/churn/versions/1.0.0/infer/x",
     "/v1/models/churn/x", "/v1/models", "/v2/", "/models/",
+    "/v1/models/churn:1.2.0:predict",  # the server routes no such path: KServe v1 names no version
 ])
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
 def test_unknown_paths_need_admin(method: str, route: str) -> None:
@@ -416,11 +418,53 @@ def test_default_model_route_for_a_restricted_token(store: TokenStore, tokens: d
 
 def test_health_is_open(store: TokenStore) -> None:
     app = AuthMiddleware(echo_app, store)
-    for route in ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json"]:
+    for route in ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"]:
         response = request(app, "GET", route)
         assert response.status_code == 200, route
         assert response.json()["token_id"] is None
         assert request(app, "HEAD", route).status_code == 200
+
+
+DOCS_ROUTES = ["/docs", "/openapi.json", "/docs/assets/swagger-ui.css"]
+
+
+def basic(token: str, user: str = "") -> tuple[str, str]:
+    return ("Authorization", "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode())
+
+
+def test_docs_need_any_valid_token(store: TokenStore, tokens: dict[str, str]) -> None:
+    app = AuthMiddleware(echo_app, store)
+    for route in DOCS_ROUTES:
+        assert_denied(request(app, "GET", route), 401, "missing bearer token")
+        for who in ("admin", "predict", "churn"):  # any scope, a token restricted to one model too
+            assert request(app, "GET", route, tokens[who]).json()["token_id"] is not None, (route, who)
+            assert request(app, "HEAD", route, tokens[who]).status_code == 200
+        assert_denied(request(app, "GET", route, f"shipml_{'0' * 12}_{'A' * 43}"), 401, "invalid token")
+
+
+def test_a_browser_gets_in_to_the_docs_with_basic_credentials(store: TokenStore, tokens: dict[str, str]) -> None:
+    """A browser cannot send a bearer token when it opens /docs: the 401 also offers Basic, whose password is the
+    token (any user name). Only for the docs: elsewhere a browser would send it unasked (cross-site requests)."""
+    app = AuthMiddleware(echo_app, store)
+    challenge = request(app, "GET", "/docs").headers["www-authenticate"]
+    assert challenge == 'Bearer realm="shipml", Basic realm="shipml", charset="UTF-8"'
+    for route in DOCS_ROUTES:
+        for user in ("", "me"):
+            answer = request(app, "GET", route, headers=[basic(tokens["churn"], user)])
+            assert answer.status_code == 200 and not answer.json()["saw_authorization"], route
+        assert_denied(request(app, "GET", route, headers=[basic("wrong")]), 401, "invalid token")
+        assert_denied(request(app, "GET", route, headers=[("Authorization", "Basic !!")]), 401, "malformed")
+    for method, route in [("POST", "/models/churn/predict"), ("GET", "/models"), ("GET", "/metrics/x")]:
+        answer = request(app, method, route, headers=[basic(tokens["admin"])])
+        assert_denied(answer, 401, "malformed Authorization header")
+        assert "Basic" not in answer.headers["www-authenticate"]
+
+
+def test_docs_open_by_flag(store: TokenStore, tokens: dict[str, str]) -> None:
+    app = AuthMiddleware(echo_app, store, open_docs=True)
+    for route in DOCS_ROUTES:
+        assert request(app, "GET", route).status_code == 200
+    assert_denied(request(app, "GET", "/models"), 401, "missing bearer token")
 
 
 def test_metrics_open_or_admin_by_flag(store: TokenStore, tokens: dict[str, str]) -> None:

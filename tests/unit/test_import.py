@@ -279,7 +279,8 @@ def test_mlflow_lightgbm_booster_imports_without_trust(tmp_path: Path,
         "python_function": _pyfunc_flavor("mlflow.lightgbm", "model.lgb"),
     }, example=X.head(20))
 
-    mv = import_model(directory, "lgb", sample=None, registry=tmp_path / "reg")  # sample: the input example
+    with pytest.warns(UserWarning, match="input example's 20 rows"):  # the sample: the input example
+        mv = import_model(directory, "lgb", sample=None, registry=tmp_path / "reg")
     manifest = mv.manifest
     assert manifest.runtime.name == "lightgbm"
     assert not manifest.trust.required

@@ -11,8 +11,8 @@ PUBLIC = {
     "AliasMove", "AlreadyExistsError", "ConflictError", "DependencyError", "EnvironmentMismatchError",
     "Evaluation", "GateError", "InputPolicy", "IntegrityError", "InvalidNameError", "LoadedModel",
     "ManifestError", "ModelVersion", "NotFoundError", "Prediction", "Problem", "PromotionRefused",
-    "PromotionResult", "Registry", "ReproducibilityError", "Requirement", "SchemaError", "ShipmlError",
-    "Signature", "UnsafeModelError", "UnsupportedModelError", "ValidationReport", "__version__",
+    "PromotionResult", "Registry", "RegistryCorrupt", "ReproducibilityError", "Requirement", "SchemaError",
+    "ShipmlError", "Signature", "UnsafeModelError", "UnsupportedModelError", "ValidationReport", "__version__",
     "compute_metrics", "evaluate", "import_model", "load_model", "PythonModel", "BatchReport", "predict_file",
     "promote", "save_model",
 }

@@ -11,7 +11,7 @@ import importlib
 
 import click
 
-from shipml.cli._common import Context
+from shipml.cli._common import JSON_HELP, REGISTRY_HELP, Context, add_shared_options
 
 #: command name -> the module of this package whose ``register`` adds it
 COMMANDS: dict[str, str] = {
@@ -28,6 +28,10 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every command takes --registry and --json after its name too (see shipml.cli._common)."""
+        super().add_command(add_shared_options(cmd), name)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         module = COMMANDS.get(cmd_name)
         if module is not None and cmd_name not in self.commands:
@@ -36,9 +40,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--registry", envvar="SHIPML_HOME", metavar="PATH",
-              help="Registry location (default: $SHIPML_HOME or ~/.shipml).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.option("--registry", envvar="SHIPML_HOME", metavar="PATH", help=REGISTRY_HELP)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP + " Also accepted after the command name.")
 @click.version_option(package_name="shipml")
 @click.pass_context
 def cli(ctx: click.Context, registry: str | None, as_json: bool) -> None:

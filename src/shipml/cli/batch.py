@@ -27,7 +27,8 @@ FORMATS = click.Choice(["parquet", "csv", "jsonl"])
               help="Where parts are scored.")
 @click.option("--address", default=None, metavar="ADDR", help="An existing Ray or Dask cluster.")
 @click.option("--rejects", default=None, metavar="PATH",
-              help="Rejected rows with their reason (default: OUTPUT's name + .rejects).")
+              help="Rejected rows with their reason (default: OUTPUT's name + .rejects); written only when a row"
+              " is rejected.")
 @click.option("--input-format", type=FORMATS, default=None, help="Input format (default: from the extension).")
 @click.option("--output-format", type=FORMATS, default=None, help="Output format (default: from the extension).")
 @click.option("--trust", is_flag=True, help="Allow a model whose format can run code when loaded.")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from shipml.cli._common import Context, handle_errors
+from shipml._paths import absolute
+from shipml.cli._common import Context, emit_json, handle_errors
 
 
 def _is_spec_file(text: str) -> bool:
@@ -23,8 +24,8 @@ def _is_spec_file(text: str) -> bool:
               help="Container engine (default: podman, else docker, whichever is on PATH).")
 @click.option("--context-only", "context_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write the build context into this (new or empty) directory and do not build.")
-@click.option("--base", help="Base image (default: the spec's image.base, else python:X.Y-slim for the models'"
-              " Python); e.g. a registry mirror's copy.")
+@click.option("--base", envvar="SHIPML_BUILD_BASE", help="Base image (env SHIPML_BUILD_BASE; default: the spec's"
+              " image.base, else python:X.Y-slim for the models' Python); e.g. a registry mirror's copy.")
 @click.option("--extra", "extras", multiple=True, help="Extra pip requirement baked into the image (repeatable).")
 @click.option("--build-volume", "volumes", multiple=True, envvar="SHIPML_BUILD_VOLUMES",
               metavar="HOST:CONTAINER[:ro]",
@@ -44,7 +45,8 @@ def build_command(ctx: Context, spec_or_refs: tuple[str, ...], image: str | None
 
     Writes a build context (Dockerfile, requirements pinned to the models' saved environments, the model
     packages, the spec) and builds it with podman or docker. The image runs `shipml serve` as a non-root user on
-    the spec's port, with a HEALTHCHECK on /healthz. Prints the image reference on success.
+    the spec's port, with a HEALTHCHECK on /healthz. Prints the image reference on success (with --json: the
+    image, the context directory when kept, the models, the base image and the notes).
     """
     from shipml.deploy.container import ImageOptions, temporary_context, write_context
     from shipml.deploy.engine import build_image, check_build_volumes, find_engine
@@ -62,6 +64,8 @@ def build_command(ctx: Context, spec_or_refs: tuple[str, ...], image: str | None
     options = ImageOptions(image=image, base=base, extras=extras)
     check_build_volumes(volumes)
 
+    if context_dir is not None:
+        context_dir = absolute(context_dir)
     engine_path = None if context_dir is not None else find_engine(engine)
     directory = context_dir or temporary_context()
     try:
@@ -75,8 +79,15 @@ def build_command(ctx: Context, spec_or_refs: tuple[str, ...], image: str | None
                + f"; {len(context.pins)} pinned requirement(s); base {context.base}", err=True)
     for note in context.notes:
         click.echo(f"note: {note}", err=True)
+    result = {"image": context.image, "context": str(directory) if context_dir is not None else None,
+              "built": context_dir is None, "base": context.base, "requirements": len(context.pins),
+              "models": [{"ref": m.ref, "aliases": list(m.aliases)} for m in context.models],
+              "notes": list(context.notes)}
     if context_dir is not None:
-        click.echo(str(directory))
+        if ctx.as_json:
+            emit_json(result)
+        else:
+            click.echo(str(directory))
         return
     if engine_path is None:
         wanted = engine or "podman or docker"
@@ -89,7 +100,10 @@ def build_command(ctx: Context, spec_or_refs: tuple[str, ...], image: str | None
                     on_line=lambda line: click.echo(line, err=True))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    click.echo(context.image)
+    if ctx.as_json:
+        emit_json(result)
+    else:
+        click.echo(context.image)
 
 
 def register(group: click.Group) -> None:

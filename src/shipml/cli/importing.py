@@ -3,6 +3,7 @@ model or a shipml package) into the registry."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -29,15 +30,25 @@ def import_command(obj: Context, *, path: Path, name: str, sample: Path | None, 
     """Import the model at PATH as a new version of --name; anything that can run code needs --trust.
 
     The format is read from the file's content as well as its name: a pickle renamed model.onnx is still a
-    pickle. The model is stored in a safe format when one exists, with the source file's sha256 in its tags.
+    pickle. The model is stored in a safe format when one exists, with the source file's sha256 in its tags and
+    the source (for an MLflow model: its run, artifact path, creation time and MLflow version) in its lineage.
+    Without --sample, an MLflow model's input example gives the signature: a few rows whose ranges most real rows
+    fall outside (a warning says so); give --sample with typical training rows.
     """
-    mv = import_model(path, name, sample=sample, target=target, trusted=trust, registry=obj.registry(),
-                      version=version, description=description)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        mv = import_model(path, name, sample=sample, target=target, trusted=trust, registry=obj.registry(),
+                          version=version, description=description)
+    notes = [str(w.message) for w in caught]
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
     if obj.as_json:
         manifest = mv.manifest
         emit_json({"ref": mv.ref, "name": mv.name, "version": mv.version, "path": str(mv.path),
                    "runtime": manifest.runtime.name, "trusted": manifest.trust.required,
-                   "tags": manifest.tags})
+                   "tags": manifest.tags, "warnings": notes,
+                   "imported_from": manifest.lineage.imported_from.model_dump(mode="json")
+                   if manifest.lineage.imported_from is not None else None})
     else:
         click.echo(mv.ref)
 

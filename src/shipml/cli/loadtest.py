@@ -59,9 +59,8 @@ class _ProgressLine:
 @click.option("--rows", type=click.IntRange(min=1), default=1, show_default=True, help="Rows per request.")
 @click.option("--connections", type=click.IntRange(min=1), default=64, show_default=True,
               help="Keep-alive connections in open loop (a request waiting for one still counts its wait).")
-@click.option("--ref", metavar="REF", help="Read the signature and golden sample of REF from the registry instead"
-              " of asking the server (GET /models/NAME).")
-@click.option("--registry", "registry_path", metavar="DIR", help="Registry for --ref (default: shipml --registry).")
+@click.option("--ref", metavar="REF", help="Read the signature and golden sample of REF from the registry (--registry)"
+              " instead of asking the server (GET /models/NAME).")
 @click.option("--payload", type=click.Path(dir_okay=False), help="Send this JSON file as every request's body.")
 @click.option("--path", "route", metavar="PATH", help="Post to PATH instead of the protocol's model route.")
 @click.option("--token", envvar="SHIPML_TOKEN", show_envvar=True, metavar="TOKEN",
@@ -71,15 +70,13 @@ class _ProgressLine:
               help="After the duration, wait this long for answers in flight before counting them as timeouts.")
 @click.option("--max-requests", type=click.IntRange(min=1), help="Stop after this many requests.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated bodies.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write an HTML report here.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line.")
 @click.pass_obj
 def loadtest_command(ctx: Context, url: str, model: str | None, rate: float | None, concurrency: int | None,
                      duration: str, slo: str | None, protocol: str, rows: int, connections: int, ref: str | None,
-                     registry_path: str | None, payload: str | None, route: str | None, token: str | None,
-                     timeout: str, grace: str, max_requests: int | None, seed: int, as_json: bool,
-                     html_path: str | None, quiet: bool) -> None:
+                     payload: str | None, route: str | None, token: str | None, timeout: str, grace: str,
+                     max_requests: int | None, seed: int, html_path: str | None, quiet: bool) -> None:
     """Load URL (a shipml server's base URL) at a constant arrival rate and check SLOs.
 
     Open loop: request i is due at start + i/R and its latency counts from then, so a slow server cannot
@@ -96,7 +93,7 @@ def loadtest_command(ctx: Context, url: str, model: str | None, rate: float | No
         report = run_loadtest(
             url, model=model, rate=rate, concurrency=concurrency, duration=duration, slo=slo,
             protocol=protocol,  # type: ignore[arg-type]
-            rows=rows, ref=ref, registry=registry_path or ctx.registry_uri, payload=payload, path=route,
+            rows=rows, ref=ref, registry=ctx.registry_uri, payload=payload, path=route,
             token=token or None, connections=connections, timeout=timeout, grace=grace,
             max_requests=max_requests, seed=seed, progress=progress)
     except ShipmlError as exc:
@@ -112,7 +109,7 @@ def loadtest_command(ctx: Context, url: str, model: str | None, rate: float | No
         except OSError as exc:
             click.echo(f"error: cannot write the HTML report to {html_path}: {exc.strerror}", err=True)
             sys.exit(2)
-    if as_json or ctx.as_json:
+    if ctx.as_json:
         emit_json(report.to_dict())
     else:
         click.echo(report.summary())
@@ -123,8 +120,6 @@ def loadtest_command(ctx: Context, url: str, model: str | None, rate: float | No
 
 @click.command("locustfile")
 @click.argument("ref")
-@click.option("--registry", "registry_path", metavar="DIR", help="Registry to read REF from"
-              " (default: shipml --registry).")
 @click.option("--protocol", type=PROTOCOL, default="simple", show_default=True, help="Route and body format.")
 @click.option("--rows", type=click.IntRange(min=1), default=1, show_default=True, help="Rows per request.")
 @click.option("--model", "served_as", metavar="NAME", help="Endpoint name on the server (default: the model's).")
@@ -133,8 +128,8 @@ def loadtest_command(ctx: Context, url: str, model: str | None, rate: float | No
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @click.pass_obj
 @handle_errors
-def locustfile_command(ctx: Context, ref: str, registry_path: str | None, protocol: str, rows: int,
-                       served_as: str | None, payloads: int, output: str | None) -> None:
+def locustfile_command(ctx: Context, ref: str, protocol: str, rows: int, served_as: str | None, payloads: int,
+                       output: str | None) -> None:
     """Print a Locust test (FastHttpUser) for model REF: shipml locustfile churn > locustfile.py
 
     The file embeds example bodies drawn from the model's signature and golden sample and checks that every
@@ -142,12 +137,15 @@ def locustfile_command(ctx: Context, ref: str, registry_path: str | None, protoc
     """
     from shipml.deploy.locustfile import render_locustfile
 
-    source = render_locustfile(ref, registry_path or ctx.registry_uri,
+    source = render_locustfile(ref, ctx.registry_uri,
                                protocol=protocol,  # type: ignore[arg-type]
                                rows=rows, served_as=served_as, payloads=payloads)
     if output:
         Path(output).write_text(source, encoding="utf-8")
-    else:
+    if ctx.as_json:  # the file itself is the output: with --json it comes inside a small JSON object
+        emit_json({"model": ref, "protocol": protocol, "rows": rows, "payloads": payloads, "output": output,
+                   "source": None if output else source})
+    elif not output:
         click.echo(source, nl=False)
 
 

@@ -7,11 +7,12 @@ from typing import Any
 import click
 
 from shipml.cli._common import Context, emit_json, handle_errors, table
+from shipml.errors import ShipmlError
 from shipml.evaluation.gate import Evaluation, fmt
 from shipml.package.manifest import Manifest, read_manifest
 from shipml.package.signature import ColumnSpec
 from shipml.registry.names import Ref
-from shipml.registry.registry import Registry
+from shipml.registry.registry import NOT_GIVEN, Expected, Registry
 
 _CATEGORIES_SHOWN = 8
 
@@ -56,12 +57,19 @@ def versions(ctx: Context, name: str) -> None:
     registry = ctx.registry()
     aliases = registry.aliases(name)
     rows: list[dict[str, Any]] = []
+    refused: list[str] = []
     for mv in registry.versions(name):
-        m = mv.manifest
+        holders = sorted(a for a, v in aliases.items() if v == mv.version)
+        try:
+            m = mv.manifest
+        except ShipmlError as exc:  # a manifest edited since it was saved: listed, and said so in one line
+            rows.append({"version": mv.version, "created_at": None, "runtime": None, "task": None,
+                         "aliases": holders, "description": None, "error": str(exc)})
+            refused.append(str(exc))
+            continue
         rows.append({"version": mv.version, "created_at": m.lineage.created_at, "runtime": m.runtime.name,
-                     "task": m.signature.outputs.task,
-                     "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
-                     "description": m.description})
+                     "task": m.signature.outputs.task, "aliases": holders, "description": m.description,
+                     "error": None})
     if ctx.as_json:
         emit_json(rows)
         return
@@ -70,7 +78,10 @@ def versions(ctx: Context, name: str) -> None:
         return
     click.echo(table(["version", "created", "runtime", "task", "aliases", "description"],
                      [(r["version"], r["created_at"], r["runtime"], r["task"],
-                       ", ".join(f"@{a}" for a in r["aliases"]), r["description"]) for r in rows]))
+                       ", ".join(f"@{a}" for a in r["aliases"]),
+                       "REFUSED: see below" if r["error"] else r["description"]) for r in rows]))
+    for problem in refused:
+        click.echo(f"warning: {problem}", err=True)
 
 
 @click.command("show")
@@ -143,7 +154,17 @@ def _card(m: Manifest, evaluations: list[Evaluation], holders: list[str]) -> str
 
     lin = m.lineage
     commit = lin.git_commit and lin.git_commit + (" (uncommitted changes)" if lin.git_dirty else "")
-    out += ["", "Lineage", _facts([("created", lin.created_at), ("by", lin.user), ("host", lin.host),
+    source: list[tuple[str, Any]] = []
+    if lin.imported_from is not None:
+        imported = lin.imported_from
+        source = [("imported from", f"{imported.path} ({imported.file}, {imported.format})"),
+                  ("source sha256", imported.sha256)]
+        if imported.mlflow is not None:
+            ml = imported.mlflow
+            source += [("mlflow run", ml.run_id), ("mlflow model", ml.model_id or ml.model_uuid),
+                       ("artifact path", ml.artifact_path), ("mlflow created", ml.utc_time_created),
+                       ("mlflow", f"{ml.mlflow_version or '?'}, flavor {ml.flavor}")]
+    out += ["", "Lineage", _facts([("created", lin.created_at), ("by", lin.user), ("host", lin.host), *source,
                                    ("git commit", commit), ("git repository", lin.git_repo),
                                    ("code", lin.code_file), ("sample rows", lin.sample_rows),
                                    ("sample", lin.sample_fingerprint), ("target", lin.target_fingerprint),
@@ -174,20 +195,24 @@ def _domain(c: ColumnSpec) -> str:
 @click.argument("version", required=False)
 @click.option("--reason", help="Why the alias moves (kept in the history).")
 @click.option("--delete", "remove", is_flag=True, help="Remove the alias instead of moving it.")
+@click.option("--expect", metavar="VERSION|none",
+              help="Compare-and-set: change the alias only if it points to VERSION now ('none': only if it does"
+                   " not exist yet); otherwise nothing changes and exit code 1.")
 @click.pass_obj
 @handle_errors
 def alias(ctx: Context, *, name: str, alias_name: str, version: str | None, reason: str | None,
-          remove: bool) -> None:
+          remove: bool, expect: str | None) -> None:
     """Point ALIAS of model NAME at VERSION (no validation gate: see `promote`), or remove it with
     --delete."""
     if remove == (version is not None):
         raise click.UsageError("give a VERSION to point the alias at, or --delete to remove it (not both)")
     registry = ctx.registry()
     name_alias = alias_name.removeprefix("@")
+    expected: Expected = NOT_GIVEN if expect is None else None if expect.lower() == "none" else expect
     if version is None:  # --delete, as checked above
-        move = registry.delete_alias(name, name_alias, reason=reason)
+        move = registry.delete_alias(name, name_alias, reason=reason, expected=expected)
     else:
-        move = registry.set_alias(name, name_alias, version, reason=reason)
+        move = registry.set_alias(name, name_alias, version, reason=reason, expected=expected)
     if ctx.as_json:
         emit_json(move.to_dict())
     elif move.to_version is None:

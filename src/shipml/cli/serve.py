@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import orjson
 
-from shipml.cli._common import Context, handle_errors
+from shipml.cli._common import Context, emit_json, handle_errors
 
 
 @click.command("serve")
@@ -31,6 +32,9 @@ def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, ho
 
     Simple JSON at POST /predict and /models/NAME/predict, KServe v1 at /v1/models/NAME:predict,
     health at /healthz and /readyz, Prometheus metrics at /metrics.
+
+    With --json, --check prints the spec as JSON, and a serving process starts its stdout (where the access log
+    writes one JSON object per request) with one JSON line naming the endpoints and the URL.
     """
     from shipml.server.runner import serve
     from shipml.spec import load_spec, parse_spec, spec_for_refs
@@ -55,10 +59,18 @@ def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, ho
         data["registry"] = ctx.registry_uri
     spec = parse_spec(data, spec_path or "command line")
     if check:
-        click.echo(spec.to_yaml(), nl=False)
+        if ctx.as_json:
+            emit_json(spec.model_dump(mode="json", exclude_none=True))
+        else:
+            click.echo(spec.to_yaml(), nl=False)
         return
-    click.echo(f"shipml serving {', '.join(e.name for e in spec.endpoints)} on http://{spec.server.host}:"
-               f"{spec.server.port} ({spec.server.workers} worker(s), {spec.server.http})", err=True)
+    url = f"http://{spec.server.host}:{spec.server.port}"
+    if ctx.as_json:
+        click.echo(orjson.dumps({"event": "serving", "endpoints": [e.name for e in spec.endpoints], "url": url,
+                                 "workers": spec.server.workers, "http": spec.server.http}).decode())
+    else:
+        click.echo(f"shipml serving {', '.join(e.name for e in spec.endpoints)} on {url}"
+                   f" ({spec.server.workers} worker(s), {spec.server.http})", err=True)
     serve(spec)
 
 

@@ -5,12 +5,17 @@ The build context is complete on its own::
     Dockerfile          two stages, see shipml.deploy.dockerfile
     requirements.txt    shipml (with the extras its runtimes need) + the pins of the models' captured environments
     wheels/             a wheel of shipml, when it runs from a source checkout
-    registry/           a small registry: the resolved model versions, and the aliases the spec uses
+    registry/           a small registry: the resolved model versions, their ledger, the aliases the spec uses
     shipml.yaml         the spec as served in the image: registry /app/registry, host 0.0.0.0
 
 A model ref is resolved once, here, against the build machine's registry; inside the image the same refs
 (``churn``, ``churn:1.2.0``, ``churn@production``) resolve to the same versions, because only those versions and
 aliases are copied. A package directory given as a path is copied in as ``name:version``.
+
+Each copied version gets its line in the image registry's ledger (``models/<name>/versions.jsonl``) with the
+manifest sha256 the build machine's registry recorded for it, so loads inside the image are sealed as they are
+here: a manifest edited in the image (or in a mounted copy of its registry) is refused. A package directory is
+sealed as it is when the context is written: baking it into an image is an import.
 
 The engine that builds a written context is driven by :mod:`shipml.deploy.engine`.
 """
@@ -39,9 +44,10 @@ from shipml.deploy.dockerfile import (
     split_image_ref,
 )
 from shipml.deploy.shipml_dist import ShipmlInstall, detect_install, shipml_requires
-from shipml.errors import ConflictError, SpecError
+from shipml.errors import ConflictError, IntegrityError, SpecError
 from shipml.package.loaded import verify_integrity
-from shipml.package.manifest import Manifest, read_manifest
+from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, read_manifest
+from shipml.registry import ledger
 from shipml.registry.names import Ref
 from shipml.registry.registry import Registry
 from shipml.spec import DeploymentSpec, parse_spec
@@ -67,6 +73,7 @@ class PackagedModel:
     source: Path
     manifest: Manifest
     aliases: tuple[str, ...] = ()
+    manifest_sha256: str | None = None  # what the image's ledger records (None: the source's bytes, at copy)
 
     @property
     def ref(self) -> str:
@@ -113,24 +120,27 @@ def resolve_models(spec: DeploymentSpec, registry: Registry) -> tuple[list[Packa
                 source = ref.path.absolute()
                 if not source.is_dir():
                     raise SpecError(f"endpoint {endpoint.name}: model {text} is not a package directory")
-                manifest = read_manifest(source)
+                digest = manifest_digest((source / MANIFEST).read_bytes()) if (source / MANIFEST).is_file() \
+                    else None
+                manifest = read_manifest(source, digest)
                 name, version = manifest.name, manifest.version
                 refs[text] = f"{name}:{version}"
             else:
                 mv = registry.get(ref)
                 source, manifest, name, version = mv.path, mv.manifest, mv.name, mv.version
+                digest = mv.manifest_sha256
                 alias = (ref.alias,) if ref.alias is not None else ()
                 refs[text] = text
             key = (name, version)
             seen = found.get(key)
             if seen is None:
-                found[key] = PackagedModel(name, version, source, manifest, alias)
+                found[key] = PackagedModel(name, version, source, manifest, alias, digest)
                 continue
             if seen.source != source and _fingerprint(seen.manifest) != _fingerprint(manifest):
                 raise ConflictError(f"two different packages are both {name}:{version} ({seen.source} and"
                                     f" {source}): give one of them another name or version")
             found[key] = PackagedModel(name, version, seen.source, seen.manifest,
-                                       tuple(sorted({*seen.aliases, *alias})))
+                                       tuple(sorted({*seen.aliases, *alias})), seen.manifest_sha256)
     return list(found.values()), refs
 
 
@@ -305,11 +315,18 @@ def _write(path: Path, text: str) -> None:
 
 
 def _copy_package(model: PackagedModel, root: Path) -> None:
-    """Copy one version into the context's registry, readable by all and writable by none but its owner."""
+    """Copy one version into the context's registry, with its ledger line, readable by all and writable by
+    none but its owner."""
     model_dir = root / "models" / model.name
     dest = model_dir / "versions" / model.version
     shutil.copytree(model.source, dest, ignore=shutil.ignore_patterns(".lock", "__pycache__", "*.pyc"))
+    copied = manifest_digest((dest / MANIFEST).read_bytes())
+    if model.manifest_sha256 is not None and copied != model.manifest_sha256:
+        raise IntegrityError(f"{model.ref}: its {MANIFEST} changed while it was copied into the build context")
     verify_integrity(dest, model.manifest)
+    with (model_dir / ledger.LEDGER).open("ab") as f:
+        f.write(ledger.saved(model.version, copied, note="copied into the image by shipml build").to_line()
+                + b"\n")
     if model.aliases:
         aliases = {a: model.version for a in model.aliases}
         path = model_dir / "aliases.json"

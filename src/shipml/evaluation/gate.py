@@ -5,6 +5,13 @@ version. ``promote`` checks the candidate's metrics against requirements ("accur
 ``against``, against the version currently holding an alias, evaluated on the same data; it moves the alias
 only when every check passes, and otherwise raises :class:`PromotionRefused` listing every failed check with
 its figures.
+
+``promote`` is :func:`check_promotion` then :func:`apply_promotion`. The alias moves with compare-and-set: only
+if it still points where it did when the check began. If it moved meanwhile (a hotfix landed during the
+evaluation), nothing changes and a :class:`ConflictError` says so; promoting again compares against the new
+holder. It does not compare again by itself: the user asked about one holder, and a second evaluation could
+take as long as the first and race again. (With ``against`` naming another alias than the one moved, the
+compare-and-set covers the alias moved; the other alias's holder is the one named in the result.)
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from shipml.errors import GateError, SchemaError
+from shipml.errors import ConflictError, GateError, SchemaError
 from shipml.evaluation.data import LabelledData, read_labelled, split_target
 from shipml.evaluation.metrics import (
     DEFAULT_METRIC,
@@ -153,6 +160,7 @@ class PromotionResult:
     against: str | None = None  # what the candidate was compared with, as given ("@production")
     baseline: Evaluation | None = None  # the holder's evaluation on the same data
     move: AliasMove | None = None  # set once the alias has moved
+    alias_was: str | None = None  # the version ``alias`` pointed to when the check began (None: absent)
 
     @property
     def ref(self) -> str:
@@ -254,18 +262,32 @@ def promote(registry: Registry, ref: VersionRef, alias: str, *,
             data: Data | None = None, target: str | None = None, tolerance: float = 0.0,
             reason: str | None = None) -> PromotionResult:
     """Move ``alias`` to ``ref`` if it passes the gate (see the module docstring), else raise
-    :class:`PromotionRefused`.
+    :class:`PromotionRefused`; :class:`ConflictError` when the alias moved during the evaluation.
 
     ``data``/``target``: evaluate on this labelled data (stored); without them the candidate's latest stored
     evaluation is used. ``against``: an alias ("@production" or "production") of the same model, or a ref; its
     current holder is evaluated on the same data and the candidate may be worse than it by at most
     ``tolerance`` on the compared metrics (those named in ``requirements``, else accuracy or rmse)."""
+    result = check_promotion(registry, ref, alias, requirements=requirements, against=against, data=data,
+                             target=target, tolerance=tolerance)
+    return apply_promotion(registry, result, reason=reason)
+
+
+def check_promotion(registry: Registry, ref: VersionRef, alias: str, *,
+                    requirements: Iterable[str | Requirement] = (), against: str | None = None,
+                    data: Data | None = None, target: str | None = None,
+                    tolerance: float = 0.0) -> PromotionResult:
+    """The gate's verdict, without moving anything (evaluations on ``data`` are stored): raises
+    :class:`PromotionRefused` when a check fails. The result remembers where ``alias`` pointed when the check
+    began, for :func:`apply_promotion`."""
     alias = check_alias(alias.removeprefix("@"))
     reqs = [r if isinstance(r, Requirement) else Requirement.parse(r) for r in requirements]
     if tolerance < 0 or not np.isfinite(tolerance):
         raise GateError(f"tolerance must be a finite number >= 0, got {tolerance}")
     mv = _version(registry, ref)
-    against_label, holder = _resolve_against(registry, mv, against) if against is not None else ("", None)
+    aliases = registry.aliases(mv.name)  # read once: the holder compared against is the one the move expects
+    against_label, holder = _resolve_against(registry, mv, against, aliases) if against is not None \
+        else ("", None)
     if data is None and not reqs and against is None and not registry.evaluations(mv):
         raise GateError(f"nothing to check for {mv.ref}: give requirements, something to compare against, or"
                         " data to evaluate on (`shipml alias` moves an alias without the gate)")
@@ -303,13 +325,37 @@ def promote(registry: Registry, ref: VersionRef, alias: str, *,
                        for metric in dict.fromkeys(compared)]
 
     result = PromotionResult(mv.name, mv.version, alias, evaluation, tuple(checks), against_label or None,
-                             baseline)
+                             baseline, alias_was=aliases.get(alias))
+    if not result.passed:
+        raise PromotionRefused(result)
+    return result
+
+
+def apply_promotion(registry: Registry, result: PromotionResult, *, reason: str | None = None) -> PromotionResult:
+    """Move the alias of a passed check, only if it still points where it did when the check began
+    (compare-and-set); otherwise :class:`ConflictError`, and nothing changes."""
     if not result.passed:
         raise PromotionRefused(result)
     summary = result.summary()
-    move = registry.set_alias(mv.name, alias, mv.version,
-                              reason=f"{reason}; {summary}" if reason else summary)
+    try:
+        move = registry.set_alias(result.name, result.alias, result.version, expected=result.alias_was,
+                                  reason=f"{reason}; {summary}" if reason else summary)
+    except ConflictError:
+        now = registry.aliases(result.name).get(result.alias)
+        raise ConflictError(_moved_meanwhile(result.alias, result.alias_was, now)) from None
     return replace(result, move=move)
+
+
+def _moved_meanwhile(alias: str, was: str | None, now: str | None) -> str:
+    if was is None:
+        what = f"{alias} was created (at {now})"
+    elif now is None:
+        what = f"{alias} was removed (it pointed to {was})"
+    else:
+        what = f"{alias} moved from {was} to {now}"
+    again = f"; promote again to compare against {now}" if was is not None and now is not None else \
+        "; promote again"
+    return f"{what} during the evaluation; nothing changed{again}"
 
 
 def _requirement_check(evaluation: Evaluation, req: Requirement) -> Check:
@@ -359,13 +405,14 @@ def _latest(registry: Registry, mv: ModelVersion, same_data_as: Evaluation | Non
     return same[-1]
 
 
-def _resolve_against(registry: Registry, mv: ModelVersion, against: str) -> tuple[str, ModelVersion | None]:
-    """(label, current holder or None) for ``against``: "@alias" or "alias" of the candidate's model,
-    or a ref."""
+def _resolve_against(registry: Registry, mv: ModelVersion, against: str,
+                     aliases: dict[str, str]) -> tuple[str, ModelVersion | None]:
+    """(label, current holder or None) for ``against``: "@alias" or "alias" of the candidate's model (its
+    holder in ``aliases``), or a ref."""
     text = against.strip()
     if text.startswith("@") or ("@" not in text and ":" not in text):
         alias = check_alias(text.removeprefix("@"))
-        version = registry.aliases(mv.name).get(alias)
+        version = aliases.get(alias)
         holder = registry.get(Ref(name=mv.name, version=version)) if version is not None else None
         return f"@{alias}", holder
     return text, registry.get(text)

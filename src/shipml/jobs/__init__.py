@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from shipml._paths import absolute
 from shipml.errors import ConflictError, SchemaError
 from shipml.jobs import sinks, sources, workdir
 from shipml.jobs.progress import Progress
@@ -75,7 +76,9 @@ def predict_file(
 
     Output columns: ``keep_columns`` (copied from the input), ``prediction``, and with ``proba`` one
     ``proba_<class>`` column per class. Rows that break the signature go to ``rejects`` (default:
-    ``<output>.rejects.<ext>``) with ``_file``, ``_row``, ``_column``, ``_rule`` and ``_reason``.
+    ``<output>.rejects.<ext>``) with ``_file``, ``_row``, ``_column``, ``_rule`` and ``_reason``; when no row
+    is rejected there is no rejects file (``report.rejects`` is None). Kept columns keep their type (for CSV
+    input, the type all their values spell: see :func:`shipml.jobs.sources.typed_text`).
 
     ``workers``: processes (local; default: this machine's CPUs) or actors (ray) or worker processes of a local
     Dask cluster; each runs the model single-threaded. ``address``: an existing Ray or Dask cluster.
@@ -87,15 +90,14 @@ def predict_file(
         raise SchemaError("batch_size and part_rows must be at least 1")
     if engine not in ("local", "ray", "dask"):
         raise SchemaError(f"unknown engine {engine!r}: use local, ray or dask")
-    model_path = _resolve(ref, registry)
-    manifest = read_manifest(model_path)
+    model_path, manifest_sha256, manifest = _resolve(ref, registry)
     keep = tuple(dict.fromkeys(keep_columns))
     _check_options(manifest, keep, proba)
     files = sources.list_inputs(input, input_format)
     sources.check_columns(files, manifest.signature, keep)
-    out = Path(output).absolute()
+    out = absolute(output)
     fmt = sinks.output_format_of(out, output_format)
-    rejects_path = Path(rejects).absolute() if rejects is not None else sinks.default_rejects_path(out, fmt)
+    rejects_path = absolute(rejects) if rejects is not None else sinks.default_rejects_path(out, fmt)
     _refuse_overwriting_inputs(files, [out, rejects_path])
     parts = sources.plan_parts(files, part_rows)
     policy = policy or InputPolicy()
@@ -103,7 +105,7 @@ def predict_file(
     work = workdir.work_dir_for(out, key)
     n_workers = workers if workers is not None else (_local_cpus() if engine == "local" else None)
     job = JobSpec(str(model_path), manifest.ref, key, str(work), keep, proba, batch_size, policy, trusted,
-                  allow_env_mismatch)
+                  allow_env_mismatch, manifest_sha256=manifest_sha256)
     report = BatchReport(manifest.ref, out, rejects_path, fmt, engine, n_workers or 0, parts_total=len(parts))
     with workdir.locked(work):
         workdir.remove_temporary(work)
@@ -122,21 +124,24 @@ def predict_file(
         if todo:
             _run(job, todo, engine, n_workers, address, report, bar)
         bar.finish()
-        _assemble(work, parts, report, manifest, keep, proba, fmt)
+        _assemble(work, parts, report, rejects_path, manifest, keep, proba, fmt)
     workdir.remove(work)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _resolve(ref: str | Path, registry: Registry | str | Path | None) -> Path:
-    """The package directory of ``ref``, pinned: an alias that moves during the job changes nothing."""
+def _resolve(ref: str | Path, registry: Registry | str | Path | None) -> tuple[Path, str | None, Manifest]:
+    """The package directory of ``ref``, pinned (an alias that moves during the job changes nothing), the
+    manifest sha256 the registry recorded for it (None for a package directory), and its manifest. Workers
+    load with that sha256, so a manifest edited after this point is refused by them too."""
     if isinstance(ref, Path):
-        return ref.absolute()
+        return absolute(ref), None, read_manifest(ref)
     parsed = Ref.parse(ref)
     if parsed.path is not None:
-        return parsed.path.absolute()
+        return absolute(parsed.path), None, read_manifest(parsed.path)
     reg = registry if isinstance(registry, Registry) else Registry(registry)
-    return reg.get(parsed).path
+    mv = reg.get(parsed)
+    return mv.path, mv.manifest_sha256, mv.manifest
 
 
 def _check_options(manifest: Manifest, keep: tuple[str, ...], proba: bool) -> None:
@@ -209,9 +214,10 @@ def _run(job: JobSpec, todo: list[PartSpec], engine: Engine, workers: int | None
         run_dask(job, todo, workers, address, on_result)
 
 
-def _assemble(work: Path, parts: Sequence[PartSpec], report: BatchReport, manifest: Manifest,
+def _assemble(work: Path, parts: Sequence[PartSpec], report: BatchReport, rejects: Path, manifest: Manifest,
               keep: tuple[str, ...], proba: bool, fmt: OutputFormat) -> None:
-    """Rejects first, output last: the output under its final name means the whole job is done."""
+    """Rejects first (when a row was rejected), output last: the output under its final name means the whole
+    job is done."""
     results = workdir.finished(work)
     offsets: dict[int, int] = {}
     seen: dict[int, int] = {}
@@ -219,7 +225,11 @@ def _assemble(work: Path, parts: Sequence[PartSpec], report: BatchReport, manife
         offsets[part.index] = seen.get(part.file_index, 0)
         seen[part.file_index] = offsets[part.index] + results[part.index].rows_read
     indexes = [p.index for p in parts]
-    sinks.assemble(work, indexes, "rejects", report.rejects, fmt, _empty_rejects_schema(manifest, keep), offsets)
+    if report.rows_rejected:
+        sinks.assemble(work, indexes, "rejects", rejects, fmt, _empty_rejects_schema(manifest, keep), offsets)
+    else:  # no empty file; and none an earlier run left there, which would describe another run
+        rejects.unlink(missing_ok=True)
+        report.rejects = None
     sinks.assemble(work, indexes, "output", report.output, fmt, _empty_output_schema(manifest, keep, proba))
 
 

@@ -36,11 +36,12 @@ class PartResult:
 @dataclass
 class BatchReport:
     """The outcome of :func:`shipml.predict_file`. Every row read is either scored (in ``output``) or rejected
-    (in ``rejects``, with its reason): ``rows_read == rows_scored + rows_rejected``."""
+    (in ``rejects``, with its reason): ``rows_read == rows_scored + rows_rejected``. ``rejects`` is None when no
+    row was rejected: then no rejects file is written."""
 
     model: str
     output: Path
-    rejects: Path
+    rejects: Path | None
     output_format: str
     engine: str
     workers: int
@@ -69,7 +70,8 @@ class BatchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "output": str(self.output), "rejects": str(self.rejects),
+            "model": self.model, "output": str(self.output),
+            "rejects": str(self.rejects) if self.rejects is not None else None,
             "output_format": self.output_format, "engine": self.engine, "workers": self.workers,
             "rows_read": self.rows_read, "rows_scored": self.rows_scored, "rows_rejected": self.rows_rejected,
             "warnings": self.warnings, "parts_total": self.parts_total, "parts_skipped": self.parts_skipped,
@@ -78,6 +80,8 @@ class BatchReport:
 
     def summary(self) -> str:
         skipped = f", {self.parts_skipped} of {self.parts_total} parts already done" if self.parts_skipped else ""
+        rejects = ("none written (no row was rejected)" if self.rejects is None else
+                   f"{self.rejects} ({self.rows_rejected:,} row{'' if self.rows_rejected == 1 else 's'})")
         return (f"{self.model}: read {self.rows_read:,} rows, scored {self.rows_scored:,}, rejected"
                 f" {self.rows_rejected:,} in {self.seconds:.1f}s ({self.rows_per_second:,.0f} rows/s{skipped})\n"
-                f"output:  {self.output}\nrejects: {self.rejects}")
+                f"output:  {self.output}\nrejects: {rejects}")

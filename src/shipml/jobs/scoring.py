@@ -39,7 +39,7 @@ def model_for(job: JobSpec) -> LoadedModel:
         model = _models.get(job.model_path)
         if model is None:
             model = load_package(Path(job.model_path), trusted=job.trusted,
-                                 allow_env_mismatch=job.allow_env_mismatch)
+                                 allow_env_mismatch=job.allow_env_mismatch, manifest_sha256=job.manifest_sha256)
             _models.clear()  # one model per process: a new job's model replaces the last one
             _models[job.model_path] = model
             _loads[job.model_path] = _loads.get(job.model_path, 0) + 1
@@ -147,7 +147,7 @@ def score_batch(model: LoadedModel, job: JobSpec, batch: pa.RecordBatch, positio
 
 def _output_batch(model: LoadedModel, job: JobSpec, kept: pa.RecordBatch, predictions: np.ndarray,
                   probabilities: np.ndarray | None) -> pa.RecordBatch:
-    arrays: list[pa.Array] = [kept.column(c) for c in job.keep_columns]
+    arrays: list[pa.Array] = [_kept(model, kept.column(c), c) for c in job.keep_columns]
     names = list(job.keep_columns)
     if predictions.ndim > 1:
         flat = predictions.reshape(len(predictions), -1)
@@ -163,6 +163,18 @@ def _output_batch(model: LoadedModel, job: JobSpec, kept: pa.RecordBatch, predic
             arrays.append(pa.array(np.ascontiguousarray(probabilities[:, j], dtype=np.float64)))
             names.append(f"{PROBA_PREFIX}{label}")
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _kept(model: LoadedModel, column: pa.Array, name: str) -> pa.Array:
+    """A kept column as the input holds it: a model input the signature calls int, read from text as float64 for
+    the check, is an integer column again (when every value is a whole number)."""
+    spec = next((c for c in model.signature.inputs if c.name == name), None)
+    if spec is None or spec.dtype != "int" or not pa.types.is_floating(column.type):
+        return column
+    try:
+        return column.cast(pa.int64())  # safe cast: refuses a fraction, so such a column stays as it was
+    except pa.ArrowInvalid:
+        return column
 
 
 def _reasons(problems: list[Problem], rows: np.ndarray) -> list[tuple[str, str, str]]:
@@ -201,7 +213,7 @@ def _unparsed_rejects(data: PartData, part: PartSpec, model: LoadedModel, job: J
     """Rows that could not be parsed: their columns are null, the reason holds the line's text."""
     columns = list(dict.fromkeys([*model.signature.names, *job.keep_columns]))
     n = len(data.unparsed)
-    nulls = pa.RecordBatch.from_arrays([pa.nulls(n, pa.string()) for _ in columns], names=columns)
+    nulls = pa.RecordBatch.from_arrays([pa.nulls(n) for _ in columns], names=columns)  # the parsed rows decide types
     reasons = [("", "parse", f"{why}: {_clip(text)}") for _, text, why in data.unparsed]
     return _reject_batch(nulls, part.path, np.array([u[0] for u in data.unparsed], dtype=np.int64), reasons)
 
@@ -220,7 +232,7 @@ def _sorted_rejects(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
 
 
 def _common_schema(batches: list[pa.RecordBatch]) -> pa.Schema:
-    return unify_schemas([b.schema for b in batches])
+    return unify_schemas([b.schema for b in batches], final=False)
 
 
 def _write_ipc(final: Path, batches: list[pa.RecordBatch]) -> None:

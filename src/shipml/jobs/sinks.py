@@ -2,8 +2,8 @@
 the finished parts in part order, streaming, under a temporary name renamed into place at the end.
 
 Parts may disagree on a column's type (a CSV part whose pass-through column is all empty, a JSON field that is a
-number in one file and a string in another): :func:`unify_schemas` picks one type per column (widening numbers,
-falling back to text) and :func:`conform` brings every batch to it.
+number in one file and a string in another): :func:`unify_schemas` picks one type per column (widening integers to
+floats and timestamps to the finer unit, falling back to text) and :func:`conform` brings every batch to it.
 """
 
 from __future__ import annotations
@@ -46,25 +46,34 @@ def default_rejects_path(output: Path, fmt: OutputFormat) -> Path:
 
 # -- one schema for all parts -------------------------------------------------------------------------------
 
+_UNITS = ("s", "ms", "us", "ns")
+
+
 def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     if a.equals(b) or pa.types.is_null(b):
         return a
     if pa.types.is_null(a):
         return b
-    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    numeric = (pa.types.is_integer, pa.types.is_floating)
     if any(t(a) for t in numeric) and any(t(b) for t in numeric):
         both_int = pa.types.is_integer(a) and pa.types.is_integer(b)
         return pa.int64() if both_int else pa.float64()
+    if pa.types.is_timestamp(a) and pa.types.is_timestamp(b) and a.tz == b.tz:
+        return pa.timestamp(max(a.unit, b.unit, key=_UNITS.index), a.tz)
     return pa.string()
 
 
-def unify_schemas(schemas: Sequence[pa.Schema]) -> pa.Schema:
-    """Columns in order of first appearance, each with one type that every part converts to."""
+def unify_schemas(schemas: Sequence[pa.Schema], *, final: bool = True) -> pa.Schema:
+    """Columns in order of first appearance, each with one type that every part converts to. In the ``final``
+    schema a column that is null in every part (a CSV column of empty cells) is float64, as pandas reads such a
+    column; otherwise (one part's own file) it stays null, so that the other parts decide its type."""
     types: dict[str, pa.DataType] = {}
     for schema in schemas:
         for f in schema:
             types[f.name] = _merge(types[f.name], f.type) if f.name in types else f.type
-    return pa.schema([(name, pa.string() if pa.types.is_null(t) else t) for name, t in types.items()])
+    if not final:
+        return pa.schema(list(types.items()))
+    return pa.schema([(name, pa.float64() if pa.types.is_null(t) else t) for name, t in types.items()])
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -5,8 +5,9 @@ deterministic parts, and how one part is read back (by any process, from the fil
   stays at about one batch per worker whatever the file size.
 - CSV and JSON lines: a part is a byte range cut at line ends; CSV parts re-use the file's header line. CSV is
   read with the signature's types (string columns as strings, numbers as float64); other columns (those passed
-  through) stay text, exactly as written. A value of the wrong type falls back to reading the model's columns as
-  text, so that the signature check can name the row and the rule; a row that cannot be parsed at all (wrong
+  through) are read as text and take the type all their values spell (:func:`typed_text`: an integer id stays an
+  integer), or stay text exactly as written. A value of the wrong type falls back to reading the model's columns
+  as text, so that the signature check can name the row and the rule; a row that cannot be parsed at all (wrong
   number of fields, invalid JSON) is rejected with rule ``parse``.
 
 Row numbers (``_row`` in the rejects) count a file's data rows from 0: Parquet rows; non-empty lines after
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
@@ -271,8 +273,51 @@ def _read_csv(header: bytes, data: bytes, signature: Signature, keep: Sequence[s
             )
         except pa.ArrowInvalid:
             continue
+        for name in keep_types:
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, typed_text(table.column(i).combine_chunks()))
         return _with_unparsed(table, unparsed, batch_size)
     raise SchemaError("CSV part could not be read even with every column as text")
+
+
+_INT = r"^[+-]?(0|[1-9][0-9]*)$"
+_FLOAT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_LEADING_ZERO = r"^[+-]?0[0-9]"
+_BOOL = ("true", "false")
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?$"
+_NANOS = r"\.[0-9]{7,9}$"
+
+
+def typed_text(column: pa.Array) -> pa.Array:
+    """A CSV column passed through (read as text), as the type every one of its values spells: integers, then
+    booleans (true/false in any case), then decimal numbers, then ISO 8601 dates and date-times; text otherwise.
+    A value whose text a conversion would not give back (``007``, an integer beyond 64 bits) keeps the column
+    text. A column of nulls only has the null type, so that the other parts of the file decide its type."""
+    values = column.drop_null()
+    if len(values) == 0:
+        return pa.nulls(len(column))
+    if not pa.types.is_string(values.type):
+        return column
+
+    def every(pattern: str) -> bool:
+        return bool(pc.all(pc.match_substring_regex(values, pattern)).as_py())
+
+    try:
+        if every(_INT):
+            return pc.cast(column, pa.int64())
+        if bool(pc.all(pc.is_in(pc.utf8_lower(values), value_set=pa.array(_BOOL))).as_py()):
+            return pc.cast(column, pa.bool_())
+        if every(_FLOAT) and not pc.any(pc.match_substring_regex(values, _LEADING_ZERO)).as_py():
+            return pc.cast(column, pa.float64())
+        if every(_DATE):
+            return pc.cast(column, pa.date32())
+        if every(_TIMESTAMP):
+            nanos = bool(pc.any(pc.match_substring_regex(values, _NANOS)).as_py())
+            return pc.cast(column, pa.timestamp("ns" if nanos else "us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # out of range for the type: the text stays
+        pass
+    return column
 
 
 def _with_unparsed(table: pa.Table, unparsed: list[tuple[int, str, str]], batch_size: int) -> PartData:

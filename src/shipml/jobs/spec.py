@@ -24,7 +24,9 @@ PROBA_PREFIX = "proba_"
 @dataclass(frozen=True)
 class JobSpec:
     """What every worker needs to score a part. ``model_path`` is the pinned package directory (a registry
-    version never changes), so an alias moved mid-job cannot mix two models in one output."""
+    version never changes), so an alias moved mid-job cannot mix two models in one output; ``manifest_sha256``
+    is what the registry recorded for its manifest (None for a package directory given as a path): each worker
+    loads with it, so a manifest edited mid-job is refused."""
 
     model_path: str
     model_ref: str
@@ -37,6 +39,7 @@ class JobSpec:
     trusted: bool | None = None
     allow_env_mismatch: bool = False
     threads_per_worker: int = 1
+    manifest_sha256: str | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

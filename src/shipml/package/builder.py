@@ -24,6 +24,7 @@ from shipml.package.manifest import (
     PROFILE,
     Artifact,
     GoldenInfo,
+    ImportedFrom,
     Manifest,
     RuntimeInfo,
 )
@@ -51,6 +52,7 @@ class BuildOptions:
     rtol: float = 1e-5
     atol: float = 1e-6
     runtime_options: dict[str, Any] = field(default_factory=dict)
+    imported_from: ImportedFrom | None = None  # set by shipml import: the lineage names the source, not the caller
 
 
 def build_package(model: Any, directory: Path, name: str, sample: Any, options: BuildOptions) -> Manifest:
@@ -120,7 +122,7 @@ def build_package(model: Any, directory: Path, name: str, sample: Any, options: 
         environment=environment.capture(saved.requirements, FRAMEWORKS.get(runtime.name)),
         golden=GoldenInfo(rows=len(rows), rtol=options.rtol, atol=options.atol),
         metrics={str(k): float(v) for k, v in (options.metrics or {}).items()},
-        lineage=build_lineage(sample, options.target, len(frame), __version__),
+        lineage=build_lineage(sample, options.target, len(frame), __version__, options.imported_from),
     )
     # Prove now, not at deploy time, that the package reproduces itself.
     LoadedModel(directory, manifest, loaded, []).verify_golden()

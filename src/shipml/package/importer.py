@@ -10,8 +10,12 @@ What ``path`` may be:
 
 The format is read from the content, not only the name: a pickle renamed ``model.txt`` or ``model.onnx`` is
 recognised as a pickle and refused, even with trust (the user trusted an ONNX file, not a pickle). Once in
-memory, the model goes through :func:`shipml.save_model`, so it is stored in a safe format whenever one
-exists; the source file's name and sha256 go into the version's tags (``imported_from``, ``imported_sha256``).
+memory, the model is packaged like any saved model, so it is stored in a safe format whenever one exists; the
+source file's name and sha256 go into the version's tags (``imported_from``, ``imported_sha256``), and its
+lineage records the source (``lineage.imported_from``: path, file, format, sha256 and, for an MLflow model, the
+run, artifact path, creation time and MLflow version of its ``MLmodel``) instead of a training script and commit.
+Without a sample, an MLflow model's input example stands in for one, with a :class:`SampleWarning`: a few rows
+make a signature whose ranges most real rows fall outside.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import io
 import json
 import lzma
 import pickletools
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -33,7 +38,7 @@ import pandas as pd
 import yaml
 
 from shipml._optional import import_optional
-from shipml.api import save_model
+from shipml._paths import absolute
 from shipml.errors import (
     DependencyError,
     ManifestError,
@@ -42,8 +47,9 @@ from shipml.errors import (
     UnsafeModelError,
     UnsupportedModelError,
 )
+from shipml.package.builder import BuildOptions
 from shipml.package.loaded import sha256_file
-from shipml.package.manifest import MANIFEST
+from shipml.package.manifest import MANIFEST, ImportedFrom, MlflowSource
 from shipml.registry.registry import ModelVersion, Registry
 from shipml.runtimes.sklearn import types_needing_trust
 
@@ -76,6 +82,10 @@ _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"\x5d
 _SCAN_LIMIT = 64 << 20  # bytes of a pickle read to name what it imports (the message only; nothing runs)
 
 
+class SampleWarning(UserWarning):
+    """The signature and golden sample come from a sample too small to describe real inputs."""
+
+
 @dataclass(frozen=True)
 class _Found:
     """A model read into memory, and where it came from."""
@@ -84,6 +94,7 @@ class _Found:
     source: Path  # the file whose sha256 is recorded
     format: str
     example: pd.DataFrame | None = None
+    mlflow: MlflowSource | None = None
 
 
 def import_model(path: str | Path, name: str, *, sample: Any, target: Any = None, trusted: bool = False,
@@ -95,10 +106,11 @@ def import_model(path: str | Path, name: str, *, sample: Any, target: Any = None
     ``sample``: a DataFrame or the path of a CSV/Parquet file (an MLflow ``input_example`` is used when None);
     ``target``: a column of the sample holding the labels (dropped from the features), or the labels.
     """
-    path = Path(path)
+    given = str(path)
+    path = absolute(path)
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     if not path.exists():
-        raise NotFoundError(f"no such file or directory: {path.name}")
+        raise NotFoundError(f"no such file or directory: {given}")
     if path.is_dir() and (path / MANIFEST).is_file():
         return _import_package(path, name, reg, trusted=trusted, version=version, description=description,
                                tags=tags)
@@ -110,12 +122,27 @@ def import_model(path: str | Path, name: str, *, sample: Any, target: Any = None
     else:
         kind = file_format(path)
         found = _Found(_load_file(path, kind, trusted=trusted), path, kind)
+    if sample is None and found.example is not None:
+        _warn_small_example(path, found.example)
     features, labels = read_sample(sample if sample is not None else found.example, target)
-    origin = path.name if found.source == path else f"{path.name}/{found.source.relative_to(path).as_posix()}"
-    all_tags = {**(tags or {}), "imported_from": origin, "imported_sha256": sha256_file(found.source),
-                "imported_format": found.format}
-    return save_model(found.model, name, sample=features, target=labels, version=version, trusted=trusted,
-                      description=description, tags=all_tags, registry=reg)
+    file = found.source.name if found.source == path else found.source.relative_to(path.resolve()).as_posix()
+    origin = path.name if found.source == path else f"{path.name}/{file}"
+    digest = sha256_file(found.source)
+    source = ImportedFrom(path=str(path), file=file, format=found.format, sha256=digest, mlflow=found.mlflow)
+    all_tags = {**(tags or {}), "imported_from": origin, "imported_sha256": digest, "imported_format": found.format}
+    options = BuildOptions(target=labels, trusted=trusted, description=description, tags=all_tags,
+                           imported_from=source)
+    return reg.save(found.model, name, sample=features, version=version, options=options)
+
+
+def _warn_small_example(path: Path, example: pd.DataFrame) -> None:
+    rows = len(example)
+    warnings.warn(
+        f"{path.name}: no --sample, so the signature comes from the MLflow input example's {rows} row"
+        f"{'' if rows == 1 else 's'}: its ranges and categories cover only {'that row' if rows == 1 else 'those'},"
+        " so real inputs outside them get out-of-range warnings (rejections under a reject policy), and the"
+        " golden check runs on them alone. Pass --sample FILE (CSV or Parquet) with typical training rows.",
+        SampleWarning, stacklevel=3)
 
 
 # -- what a file is ----------------------------------------------------------------------------------------
@@ -370,7 +397,20 @@ def _read_mlflow(directory: Path, *, trusted: bool) -> _Found:
     model = _load_file(source, kind, trusted=trusted,
                        safe_types=LIGHTGBM_TYPES if flavor == "lightgbm" else SKLEARN_TYPES,
                        model_class=str(conf.get("model_class") or ""))
-    return _Found(model, source, f"mlflow/{flavor}/{kind}", _input_example(directory, spec))
+    return _Found(model, source, f"mlflow/{flavor}/{kind}", _input_example(directory, spec),
+                  _mlflow_source(spec, flavor))
+
+
+def _mlflow_source(spec: dict[str, Any], flavor: str) -> MlflowSource:
+    """What MLmodel records about the model's origin (each field only when it is a plain value)."""
+
+    def text(key: str) -> str | None:
+        value = spec.get(key)
+        return str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+
+    return MlflowSource(flavor=flavor, run_id=text("run_id"), artifact_path=text("artifact_path"),
+                        model_uuid=text("model_uuid"), model_id=text("model_id"),
+                        utc_time_created=text("utc_time_created"), mlflow_version=text("mlflow_version"))
 
 
 def _input_example(directory: Path, spec: dict[str, Any]) -> pd.DataFrame | None:
@@ -431,4 +471,4 @@ def _import_package(directory: Path, name: str, registry: Registry, *, trusted: 
     return registry.add_package(directory, name, version, trusted=trusted, tags=all_tags, description=description)
 
 
-__all__ = ["file_format", "import_model", "pickle_imports", "read_sample", "sniff"]
+__all__ = ["SampleWarning", "file_format", "import_model", "pickle_imports", "read_sample", "sniff"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shipml._lazy import loaded_pandas
-from shipml.package.manifest import Lineage
+from shipml.package.manifest import ImportedFrom, Lineage
 
 
 def now_iso() -> str:
@@ -77,9 +77,13 @@ def git_info(path: Path | None) -> tuple[str | None, bool | None, str | None]:
     return commit, bool(status) if status is not None else None, git("rev-parse", "--show-toplevel")
 
 
-def build_lineage(sample: Any, target: Any, rows: int, shipml_version: str) -> Lineage:
-    code = caller_file()
-    commit, dirty, repo = git_info(code)
+def build_lineage(sample: Any, target: Any, rows: int, shipml_version: str,
+                  imported_from: ImportedFrom | None = None) -> Lineage:
+    """The lineage of a model saved now. The training code is the caller's file and its git checkout, unless the
+    model was ``imported_from`` elsewhere: then the code that trained it is unknown (the caller is shipml's own
+    command line), and the source's description stands in for it."""
+    code = caller_file() if imported_from is None else None
+    commit, dirty, repo = git_info(code) if imported_from is None else (None, None, None)
     return Lineage(
         created_at=now_iso(),
         user=current_user(),
@@ -92,4 +96,5 @@ def build_lineage(sample: Any, target: Any, rows: int, shipml_version: str) -> L
         target_fingerprint=fingerprint(target) if target is not None else None,
         sample_rows=rows,
         shipml_version=shipml_version,
+        imported_from=imported_from,
     )

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from shipml.errors import IntegrityError, ManifestError
 from shipml.package.signature import Signature
@@ -66,6 +73,33 @@ class GoldenInfo(BaseModel):
     atol: float
 
 
+class MlflowSource(BaseModel):
+    """What an MLflow model's ``MLmodel`` file says about where the model came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flavor: str
+    run_id: str | None = None
+    artifact_path: str | None = None
+    model_uuid: str | None = None
+    model_id: str | None = None
+    utc_time_created: str | None = None
+    mlflow_version: str | None = None
+
+
+class ImportedFrom(BaseModel):
+    """The source of a model brought in by ``shipml import``: shipml did not see it trained, so no code file or
+    commit is recorded for it; what the source says about itself is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="the file or directory imported, as an absolute path on the importing machine")
+    file: str = Field(description="the model file read: its name, or its path inside the imported directory")
+    format: str = Field(description="e.g. lightgbm, pickle, mlflow/lightgbm/lightgbm")
+    sha256: str = Field(description="of the model file read")
+    mlflow: MlflowSource | None = None
+
+
 class Lineage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,6 +114,16 @@ class Lineage(BaseModel):
     target_fingerprint: str | None = None
     sample_rows: int
     shipml_version: str
+    imported_from: ImportedFrom | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_source(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A model that was not imported has no ``imported_from`` key at all: its manifest stays as readers that
+        predate the field expect it."""
+        data: dict[str, Any] = handler(self)
+        if self.imported_from is None:
+            data.pop("imported_from", None)
+        return data
 
 
 class Manifest(BaseModel):

@@ -1,6 +1,6 @@
 """Model registry: versions, aliases, history (see :mod:`shipml.registry.registry`)."""
 
 from shipml.registry.names import Ref, Version
-from shipml.registry.registry import AliasMove, ModelSummary, ModelVersion, Registry
+from shipml.registry.registry import NOT_GIVEN, AliasMove, ModelSummary, ModelVersion, Registry
 
-__all__ = ["AliasMove", "ModelSummary", "ModelVersion", "Ref", "Registry", "Version"]
+__all__ = ["NOT_GIVEN", "AliasMove", "ModelSummary", "ModelVersion", "Ref", "Registry", "Version"]

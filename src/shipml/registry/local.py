@@ -1,19 +1,16 @@
-"""Durable file operations for the local registry: fsync'd writes, atomic replace, atomic directory moves."""
+"""Durable file operations shared by the registry, the token store and deploy outputs: fsync'd writes, atomic
+replace, an inter-process lock. The registry's own files go through :mod:`shipml.registry.files`, which adds the
+checks against symbolic links below its root."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
-
-STAGING = ".staging"
-STALE_AFTER_S = 24 * 3600
 
 
 def fsync_dir(path: Path) -> None:
@@ -66,46 +63,3 @@ def locked(directory: Path, timeout: float = 60.0) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     with FileLock(str(directory / ".lock"), timeout=timeout):
         yield
-
-
-@contextlib.contextmanager
-def staging_dir(root: Path) -> Iterator[Path]:
-    """A fresh directory on the registry's filesystem (so a rename into place is atomic), removed afterwards
-    unless it was moved away. Leftovers of killed processes are swept once they are a day old."""
-    base = root / STAGING
-    base.mkdir(parents=True, exist_ok=True)
-    sweep_stale(base)
-    path = base / f"{uuid.uuid4().hex}.{os.getpid()}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def sweep_stale(base: Path) -> None:
-    cutoff = time.time() - STALE_AFTER_S
-    for child in base.iterdir():
-        with contextlib.suppress(OSError):
-            if child.stat().st_mtime < cutoff:
-                shutil.rmtree(child, ignore_errors=True)
-
-
-def move_into_place(src: Path, dest: Path) -> None:
-    """Atomically move the finished directory ``src`` to ``dest``, which must not exist."""
-    fsync_tree(src)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():  # rename(2) would silently replace an empty directory
-        raise FileExistsError(dest)
-    os.rename(src, dest)
-    fsync_dir(dest.parent)
-
-
-def remove_atomically(path: Path, root: Path) -> None:
-    """Make ``path`` disappear in one step (rename into staging), then delete it."""
-    trash = root / STAGING / f"deleted-{uuid.uuid4().hex}"
-    trash.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(path, trash)
-    fsync_dir(path.parent)
-    shutil.rmtree(trash, ignore_errors=True)

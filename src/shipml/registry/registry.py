@@ -3,38 +3,74 @@
 Layout under the root (``$SHIPML_HOME`` or ``~/.shipml`` by default)::
 
     models/<name>/versions/<x.y.z>/   one package: shipml.json + artefacts (never changed once there)
+    models/<name>/versions.jsonl      the ledger: each version's manifest sha256, and deletions (ledger.py)
     models/<name>/aliases.json        {"production": "1.2.0", ...}, replaced atomically
     models/<name>/history.jsonl       every alias move: alias, from, to, at, by, reason
     models/<name>/evaluations.jsonl   metrics computed on held-out data, per version
+    models/<name>/.lock               the model's inter-process lock: every write to the model holds it
     .staging/                         packages being written; moved into place in one rename
+
+Every load through the registry is sealed: the manifest must match the sha256 its ledger recorded when the
+version was committed. Version numbers are never reused, deleted ones included. Aliases move with
+compare-and-set (``expected``). No file operation below the root follows a symbolic link (files.py), and a
+malformed file is a one-line :class:`~shipml.errors.RegistryCorrupt` naming it (records.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from shipml._paths import absolute
 from shipml.config import shipml_home
-from shipml.errors import AlreadyExistsError, ConflictError, InvalidNameError, NotFoundError
+from shipml.errors import AlreadyExistsError, BadRequest, ConflictError, IntegrityError, InvalidNameError, NotFoundError
 from shipml.package.lineage import current_user, now_iso
 from shipml.package.loaded import LoadedModel, load_package
-from shipml.package.manifest import MANIFEST, Manifest, read_manifest, write_manifest
-from shipml.registry import local
+from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, read_manifest, write_manifest
+from shipml.registry import ledger, records
+from shipml.registry.files import RegistryFiles
+from shipml.registry.ledger import LEDGER, Ledger
 from shipml.registry.names import FIRST_VERSION, Ref, Version, check_alias, check_name
+from shipml.registry.records import AliasMove
 
 if TYPE_CHECKING:  # building a package needs pandas; a process that only loads models never imports it
     from shipml.package.builder import BuildOptions
 
+__all__ = ["NOT_GIVEN", "AliasMove", "Expected", "ModelSummary", "ModelVersion", "Registry"]
+
+log = logging.getLogger(__name__)
+
+ALIASES = "aliases.json"
+HISTORY = "history.jsonl"
+EVALUATIONS = "evaluations.jsonl"
+
+
+class _NotGiven:
+    """The type of :data:`NOT_GIVEN`: "no expectation" (None already means "must not exist")."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Final = _NotGiven()
+Expected = str | None | _NotGiven
+
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One stored version. ``manifest_sha256``: what the ledger recorded for its manifest (None only for an
+    unsealed version of a read-only registry made before ledgers); ``problem``: why it must not be used (a
+    version the registry never committed), raised by :attr:`manifest`."""
+
     name: str
     version: str
     path: Path
+    manifest_sha256: str | None = field(default=None, compare=False, repr=False)
+    problem: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
@@ -42,25 +78,17 @@ class ModelVersion:
 
     @property
     def manifest(self) -> Manifest:
-        return read_manifest(self.path)
+        """The manifest, checked against its recorded sha256."""
+        if self.problem is not None:
+            raise IntegrityError(self.problem)
+        try:
+            return read_manifest(self.path, self.manifest_sha256)
+        except IntegrityError:
+            raise IntegrityError(f"{self.ref}: its {MANIFEST} does not match the sha256 the registry recorded"
+                                 " when it was saved (edited or corrupted since); refusing to use it") from None
 
     def __str__(self) -> str:
         return self.ref
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    name: str
-    alias: str
-    from_version: str | None
-    to_version: str | None
-    at: str
-    by: str | None
-    reason: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "alias": self.alias, "from": self.from_version, "to": self.to_version,
-                "at": self.at, "by": self.by, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -85,7 +113,8 @@ class Registry:
             raise InvalidNameError(f"unsupported registry URI {uri!r}: give a directory path or file:// URI")
         else:
             root = Path(uri)
-        self.root = root.expanduser().absolute()
+        self.root = absolute(root)
+        self._files = RegistryFiles(self.root)
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
@@ -97,64 +126,135 @@ class Registry:
     def _version_dir(self, name: str, version: str) -> Path:
         return self._model_dir(name) / "versions" / str(Version.parse(version))
 
-    # -- reading -------------------------------------------------------------------------------------------
-    def models(self) -> list[ModelSummary]:
-        base = self.root / "models"
-        if not base.is_dir():
-            return []
-        out = []
-        for child in sorted(base.iterdir()):
-            if not child.is_dir() or child.name.startswith("."):
-                continue
-            versions = self._version_list(child.name)
-            if not versions:
-                continue
-            out.append(ModelSummary(child.name, str(versions[-1]), len(versions), self.aliases(child.name)))
-        return out
+    def _where(self, path: Path) -> str:
+        return self._files.rel(path)
 
-    def _version_list(self, name: str) -> list[Version]:
-        vdir = self._model_dir(name) / "versions"
-        if not vdir.is_dir():
-            return []
+    def _require_model(self, name: str) -> Path:
+        mdir = self._model_dir(name)
+        if not self._files.is_dir(mdir):
+            raise NotFoundError(f"no model named {name!r} in {self}")
+        return mdir
+
+    # -- the ledger ----------------------------------------------------------------------------------------
+    def _ledger(self, name: str) -> Ledger:
+        """What the model's ledger says; a model with versions but no ledger has them recorded now, once."""
+        path = self._model_dir(name) / LEDGER
+        data = self._files.read_bytes(path)
+        if data is not None:
+            return Ledger(ledger.parse(data, self._where(path)))
+        if not self._present(name):
+            return Ledger()
+        try:
+            with self._files.lock(self._model_dir(name)):
+                return self._ledger_locked(name)
+        except OSError as exc:  # a read-only registry (an image, a mounted bucket) made before ledgers
+            log.warning("%s has no ledger of manifest digests and none can be written (%s): its versions load"
+                        " unsealed, and their manifests authenticate nothing", self._where(path.parent),
+                        exc.strerror or exc)
+            return Ledger(sealed=False)
+
+    def _ledger_locked(self, name: str) -> Ledger:
+        """:meth:`_ledger` for a caller holding the model's lock."""
+        path = self._model_dir(name) / LEDGER
+        data = self._files.read_bytes(path)
+        if data is not None:
+            return Ledger(ledger.parse(data, self._where(path)))
+        present = self._present(name)
+        if not present:
+            return Ledger()
         found = []
-        for child in vdir.iterdir():
+        for v in present:
+            raw = self._files.read_bytes(self._version_dir(name, str(v)) / MANIFEST)
+            if raw is not None:
+                found.append(ledger.saved(str(v), manifest_digest(raw), note="recorded when the ledger was made"))
+        self._files.write_atomic(path, b"".join(r.to_line() + b"\n" for r in found))
+        log.warning("%s had no ledger of manifest digests (a registry made before shipml kept one): recorded its"
+                    " %d version(s) as they are now (%s)", self._where(path.parent), len(found),
+                    ", ".join(r.version for r in found))
+        return Ledger(tuple(found))
+
+    def _present(self, name: str) -> list[Version]:
+        """The version directories on disk holding a manifest (deleted ones left by a crash included)."""
+        vdir = self._model_dir(name) / "versions"
+        found = []
+        for child in self._files.listdir(vdir):
             try:
-                v = Version.parse(child.name)
+                v = Version.parse(child)
             except InvalidNameError:
                 continue
-            if (child / MANIFEST).is_file():
+            if self._exists(name, str(v)):
                 found.append(v)
         return sorted(found)
 
+    def _exists(self, name: str, version: str) -> bool:
+        path = self._version_dir(name, version)
+        return self._files.is_dir(path) and self._files.is_file(path / MANIFEST)
+
+    def _version_list(self, name: str, book: Ledger) -> list[Version]:
+        return [v for v in self._present(name) if not book.is_deleted(str(v))]
+
+    def _entry(self, name: str, version: str, book: Ledger) -> ModelVersion:
+        digest = book.digest(version)
+        problem = None
+        if book.sealed and digest is None:
+            problem = (f"{name}:{version} has no record in the registry's ledger ({self._where(self._model_dir(name))}"
+                       f"/{LEDGER}): it was not saved through the registry; refusing to use it")
+        return ModelVersion(name, version, self._version_dir(name, version), digest, problem)
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def models(self) -> list[ModelSummary]:
+        base = self.root / "models"
+        out = []
+        for child in self._files.listdir(base):
+            if child.startswith("."):
+                continue
+            try:
+                check_name(child)
+            except InvalidNameError:
+                continue
+            if not self._files.is_dir(base / child):
+                continue
+            versions = self._version_list(child, self._ledger(child))
+            if versions:
+                out.append(ModelSummary(child, str(versions[-1]), len(versions), self.aliases(child)))
+        return out
+
     def versions(self, name: str) -> list[ModelVersion]:
-        versions = self._version_list(name)
-        if not versions and not self._model_dir(name).is_dir():
-            raise NotFoundError(f"no model named {name!r} in {self}")
-        return [ModelVersion(name, str(v), self._version_dir(name, str(v))) for v in versions]
+        self._require_model(name)
+        book = self._ledger(name)
+        return [self._entry(name, str(v), book) for v in self._version_list(name, book)]
 
     def get(self, ref: str | Ref) -> ModelVersion:
         """Resolve ``name``, ``name:1.2.0`` or ``name@alias`` to one stored version."""
         r = Ref.parse(ref) if isinstance(ref, str) else ref
         if r.path is not None or r.name is None:
             raise InvalidNameError(f"{ref!s} is a path, not a registry reference")
+        name = r.name
         if r.alias is not None:
-            version = self.aliases(r.name).get(r.alias)
+            version = self.aliases(name).get(r.alias)
             if version is None:
-                raise NotFoundError(f"model {r.name!r} has no alias {r.alias!r}")
+                raise NotFoundError(f"model {name!r} has no alias {r.alias!r}")
         elif r.version is not None:
-            version = r.version
+            version = str(Version.parse(r.version))
         else:
-            versions = self._version_list(r.name)
+            version = None
+        book = self._ledger(name)
+        if version is None:
+            versions = self._version_list(name, book)
             if not versions:
-                raise NotFoundError(f"no model named {r.name!r} in {self}")
+                raise NotFoundError(f"no model named {name!r} in {self}")
             version = str(versions[-1])
-        path = self._version_dir(r.name, version)
-        if not (path / MANIFEST).is_file():
-            raise NotFoundError(f"model {r.name!r} has no version {version}")
-        return ModelVersion(r.name, version, path)
+        if book.is_deleted(version):
+            raise NotFoundError(f"{name}:{version} was deleted")
+        if not self._exists(name, version):
+            raise NotFoundError(f"model {name!r} has no version {version}")
+        return self._entry(name, version, book)
 
     def load(self, ref: str | Ref, **kwargs: Any) -> LoadedModel:
-        return load_package(self.get(ref).path, **kwargs)
+        """Load a version, sealed: its manifest must match the sha256 recorded when it was committed."""
+        mv = self.get(ref)
+        mv.manifest  # noqa: B018 - refused here, naming the version, when it does not match its record
+        return load_package(mv.path, manifest_sha256=mv.manifest_sha256, **kwargs)
 
     # -- writing versions ----------------------------------------------------------------------------------
     def save(self, model: Any, name: str, *, sample: Any, version: str | None = None,
@@ -164,8 +264,8 @@ class Registry:
         check_name(name)
         if version is not None:
             version = str(Version.parse(version))
-            self._refuse_existing(name, version)
-        with local.staging_dir(self.root) as staging:
+            self._refuse_taken(name, version, self._ledger(name), self._present(name))
+        with self._files.staging() as staging:
             manifest = build_package(model, staging, name, sample, options or BuildOptions())
             return self._commit(staging, manifest, version)
 
@@ -184,7 +284,7 @@ class Registry:
             check_name(name)
         if version is not None:
             version = str(Version.parse(version))
-        with local.staging_dir(self.root) as staging:
+        with self._files.staging() as staging:
             target = staging / "pkg"
             manifest = admit_package(directory, target, trusted=trusted)
             update: dict[str, Any] = {"name": check_name(name or manifest.name),
@@ -194,93 +294,141 @@ class Registry:
             return self._commit(target, manifest.model_copy(update=update), version)
 
     def _commit(self, staging: Path, manifest: Manifest, version: str | None) -> ModelVersion:
+        """Number, seal and move into place the package in ``staging``: the manifest's sha256 goes into the
+        ledger before the version appears, so a version never exists unsealed."""
         name = manifest.name
-        with local.locked(self._model_dir(name)):
+        mdir = self._model_dir(name)
+        with self._files.lock(mdir):
+            book = self._ledger_locked(name)
+            present = self._present(name)
+            self._remove_deleted(name, book, present)
             if version is None:
-                existing = self._version_list(name)
-                version = str(existing[-1].next_minor() if existing else FIRST_VERSION)
+                top = max([*present, *([h] if (h := book.highest()) is not None else [])], default=None)
+                version = str(top.next_minor() if top is not None else FIRST_VERSION)
             else:
-                self._refuse_existing(name, version)
+                version = str(Version.parse(version))
+                self._refuse_taken(name, version, book, present)
             write_manifest(staging, manifest.model_copy(update={"version": version}))
+            digest = manifest_digest((staging / MANIFEST).read_bytes())
+            self._files.append_line(mdir / LEDGER, ledger.saved(version, digest).to_line())
             dest = self._version_dir(name, version)
-            local.move_into_place(staging, dest)
-        return ModelVersion(name, version, dest)
+            self._files.move_into_place(staging, dest)
+        return ModelVersion(name, version, dest, digest)
 
-    def _refuse_existing(self, name: str, version: str) -> None:
-        if self._version_dir(name, version).exists():
+    def _refuse_taken(self, name: str, version: str, book: Ledger, present: list[Version]) -> None:
+        if book.is_deleted(version):
+            raise AlreadyExistsError(f"{name}:{version} was deleted; versions are never reused")
+        if Version.parse(version) in present:
             raise AlreadyExistsError(f"{name}:{version} exists already; versions are immutable")
+        if book.digest(version) is not None:
+            raise AlreadyExistsError(f"{name}:{version} was allocated by a save that did not finish; versions are"
+                                     " never reused")
+
+    def _remove_deleted(self, name: str, book: Ledger, present: list[Version]) -> None:
+        """Finish deletions a crash interrupted (recorded, directory still there). The caller holds the lock."""
+        for v in present:
+            if book.is_deleted(str(v)):
+                self._files.remove(self._version_dir(name, str(v)))
 
     def delete(self, ref: str) -> ModelVersion:
-        """Delete one version (``name:1.2.0``). Refused while an alias points to it."""
+        """Delete one version (``name:1.2.0``). Refused while an alias points to it. Its number is never
+        given to another version."""
         r = Ref.parse(ref)
         if r.name is None or r.version is None:
             raise InvalidNameError(f"delete needs an exact version such as {r.name or 'name'}:1.0.0, got {ref!r}")
-        mv = self.get(r)
-        with local.locked(self._model_dir(mv.name)):
-            holders = sorted(a for a, v in self.aliases(mv.name).items() if v == mv.version)
+        name, version = r.name, r.version
+        mdir = self._require_model(name)
+        with self._files.lock(mdir):
+            book = self._ledger_locked(name)
+            if book.is_deleted(version):
+                raise NotFoundError(f"{name}:{version} does not exist (deleted meanwhile?)")
+            if not self._exists(name, version):
+                raise NotFoundError(f"model {name!r} has no version {version}")
+            holders = sorted(a for a, v in self.aliases(name).items() if v == version)
             if holders:
-                raise ConflictError(f"{mv.ref} is held by alias(es) {', '.join(holders)}: move them first")
-            local.remove_atomically(mv.path, self.root)
-        return mv
+                raise ConflictError(f"{name}:{version} is held by alias(es) {', '.join(holders)}: move them first")
+            self._files.append_line(mdir / LEDGER, ledger.deleted(version).to_line())
+            path = self._version_dir(name, version)
+            self._files.remove(path)
+        return ModelVersion(name, version, path, book.digest(version))
 
     # -- aliases -------------------------------------------------------------------------------------------
     def aliases(self, name: str) -> dict[str, str]:
-        path = self._model_dir(name) / "aliases.json"
-        if not path.is_file():
-            return {}
-        data: dict[str, str] = orjson.loads(path.read_bytes())
-        return data
+        path = self._model_dir(name) / ALIASES
+        data = self._files.read_bytes(path)
+        return {} if data is None else records.parse_aliases(data, self._where(path))
 
-    def set_alias(self, name: str, alias: str, version: str, *, reason: str | None = None) -> AliasMove:
+    def set_alias(self, name: str, alias: str, version: str, *, reason: str | None = None,
+                  expected: Expected = NOT_GIVEN) -> AliasMove:
+        """Point ``alias`` at ``version``. ``expected`` (compare-and-set): None means the alias must not exist
+        yet, a version that it must point there now; otherwise a :class:`ConflictError` names where it points,
+        and nothing is written (no history line either)."""
         check_alias(alias)
-        mv = self.get(Ref(name=check_name(name), version=str(Version.parse(version))))
-        return self._move(name, alias, mv.version, reason)
+        return self._move(check_name(name), alias, str(Version.parse(version)), reason, _expected(expected))
 
-    def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasMove:
+    def delete_alias(self, name: str, alias: str, *, reason: str | None = None,
+                     expected: Expected = NOT_GIVEN) -> AliasMove:
+        """Remove ``alias``; ``expected`` as for :meth:`set_alias`."""
         check_alias(alias)
-        if alias not in self.aliases(name):
-            raise NotFoundError(f"model {name!r} has no alias {alias!r}")
-        return self._move(name, alias, None, reason)
+        return self._move(check_name(name), alias, None, reason, _expected(expected))
 
-    def _move(self, name: str, alias: str, to: str | None, reason: str | None) -> AliasMove:
-        mdir = self._model_dir(name)
-        with local.locked(mdir):
+    def _move(self, name: str, alias: str, to: str | None, reason: str | None, expected: Expected) -> AliasMove:
+        mdir = self._require_model(name)
+        with self._files.lock(mdir):
             current = self.aliases(name)
-            move = AliasMove(name, alias, current.get(alias), to, now_iso(), current_user(), reason)
+            holder = current.get(alias)
+            if not isinstance(expected, _NotGiven) and holder != expected:
+                raise ConflictError(_conflict(name, alias, holder, expected))
             if to is None:
-                current.pop(alias, None)
+                if holder is None:
+                    raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+                del current[alias]
             else:
+                if self._ledger_locked(name).is_deleted(to) or not self._exists(name, to):
+                    raise NotFoundError(f"model {name!r} has no version {to}")
                 current[alias] = to
-            local.append_line(mdir / "history.jsonl", orjson.dumps(move.to_dict()))
-            local.write_atomic(mdir / "aliases.json", orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
+            move = AliasMove(name, alias, holder, to, now_iso(), current_user(), reason)
+            self._files.append_line(mdir / HISTORY, orjson.dumps(move.to_dict()))
+            self._files.write_atomic(mdir / ALIASES, orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
         return move
 
     def alias_history(self, name: str) -> list[AliasMove]:
-        path = self._model_dir(name) / "history.jsonl"
-        if not path.is_file():
-            if not self._model_dir(name).is_dir():
-                raise NotFoundError(f"no model named {name!r} in {self}")
+        path = self._model_dir(name) / HISTORY
+        data = self._files.read_bytes(path)
+        if data is None:
+            self._require_model(name)
             return []
-        return [AliasMove(name=d["name"], alias=d["alias"], from_version=d["from"], to_version=d["to"], at=d["at"],
-                          by=d["by"], reason=d["reason"]) for d in _jsonl(path)]
+        return records.parse_history(data, name, self._where(path))
 
     # -- evaluations ---------------------------------------------------------------------------------------
     def record_evaluation(self, mv: ModelVersion, record: dict[str, Any]) -> None:
-        mdir = self._model_dir(mv.name)
-        with local.locked(mdir):
-            local.append_line(mdir / "evaluations.jsonl", orjson.dumps({"version": mv.version, **record}))
+        """Append ``record`` (metrics, task, rows, ... as :class:`shipml.Evaluation` stores them) for ``mv``."""
+        problem = records.evaluation_problem(record)
+        if problem is not None:
+            raise BadRequest(f"the evaluation record for {mv.ref} {problem}; nothing was stored")
+        mdir = self._require_model(mv.name)
+        with self._files.lock(mdir):
+            self._files.append_line(mdir / EVALUATIONS, orjson.dumps({"version": mv.version, **record}))
 
     def evaluations(self, mv: ModelVersion) -> list[dict[str, Any]]:
-        path = self._model_dir(mv.name) / "evaluations.jsonl"
-        if not path.is_file():
+        path = self._model_dir(mv.name) / EVALUATIONS
+        data = self._files.read_bytes(path)
+        if data is None:
             return []
-        return [d for d in _jsonl(path) if d.get("version") == mv.version]
+        return records.parse_evaluations(data, self._where(path), lambda v: v == mv.version)
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    for line in path.read_bytes().splitlines():
-        if line.strip():
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a torn last line after a crash: everything before it still counts
+def _expected(expected: Expected) -> Expected:
+    if expected is None or isinstance(expected, _NotGiven):
+        return expected
+    if not isinstance(expected, str):
+        raise InvalidNameError(f"expected must be a version, None or NOT_GIVEN, got {expected!r}")
+    return str(Version.parse(expected))
+
+
+def _conflict(name: str, alias: str, holder: str | None, expected: str | None) -> str:
+    if expected is None:
+        return f"{name}@{alias} points to {holder} (expected it not to exist); nothing changed"
+    if holder is None:
+        return f"{name}@{alias} does not exist, not {expected}; nothing changed"
+    return f"{name}@{alias} points to {holder}, not {expected}; nothing changed"

@@ -33,14 +33,15 @@ from shipml.errors import (
     ServiceUnavailable,
     ShipmlError,
 )
+from shipml.package.example import model_example
 from shipml.package.loaded import LoadedModel
 from shipml.package.manifest import read_manifest
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.registry.registry import Registry
-from shipml.server import http
+from shipml.server import docs, http, public, routes
 from shipml.server.compiled import switch_when_compiled
 from shipml.server.metrics import ServerMetrics
-from shipml.server.openapi import DOCS_HTML, openapi_document
+from shipml.server.openapi import openapi_document
 from shipml.server.v2_routes import V2Routes
 from shipml.spec import DeploymentSpec, EndpointSpec
 
@@ -54,7 +55,7 @@ Handler = Callable[..., Awaitable[http.Reply]]
 class Endpoint:
     spec: EndpointSpec
     runners: dict[str, ModelRunner] = field(default_factory=dict)  # version -> runner, primary first
-    errors: dict[str, str] = field(default_factory=dict)  # ref -> why it is not loaded
+    errors: dict[str, str] = field(default_factory=dict)  # ref -> why it is not loaded, as clients may see it
 
     @property
     def name(self) -> str:
@@ -113,26 +114,19 @@ class ShipmlApp:
         limits = spec.limits
         self.max_body = limits.max_body_bytes
         self.timeout_s = limits.request_timeout_ms / 1000.0
-        self.fixed: dict[tuple[str, str], Handler] = {
-            ("GET", "/healthz"): self.healthz,
-            ("GET", "/readyz"): self.readyz,
-            ("GET", "/metrics"): self.render_metrics,
-            ("GET", "/models"): self.list_models,
-            ("POST", "/predict"): self.predict_only,
-            ("GET", "/openapi.json"): self.openapi,
-            ("GET", "/docs"): self.docs,
-        }
-        self.patterns: list[tuple[str, re.Pattern[str], Handler]] = [
-            ("GET", re.compile(r"/models/([^/]+)"), self.model_info),
-            ("POST", re.compile(r"/models/([^/]+)/predict"), self.predict_simple),
-            ("POST", re.compile(r"/models/([^/]+)/versions/([^/]+)/predict"), self.predict_simple),
-            ("POST", re.compile(r"/v1/models/([^/:]+):predict"), self.predict_v1),
-            ("GET", re.compile(r"/v1/models/([^/:]+)"), self.v1_status),
-        ]
+        # Dispatch tables built from the one route table (server/routes.py): handler and metrics label per route.
         v2_routes = V2Routes(self)
-        self.fixed.update(v2_routes.fixed)
-        self.patterns += v2_routes.patterns
+        self.fixed: dict[tuple[str, str], tuple[Handler, str]] = {}
+        self.patterns: list[tuple[str, re.Pattern[str], Handler, str]] = []
+        for route in routes.ROUTES:
+            owner, _, attribute = route.handler.rpartition(".")
+            handler: Handler = getattr(v2_routes if owner == "v2" else self, attribute)
+            if route.pattern is None:
+                self.fixed[(route.method, route.path)] = (handler, route.label)
+            else:
+                self.patterns.append((route.method, route.pattern, handler, route.label))
         self._openapi: tuple[int, bytes] | None = None  # (models loaded when built, document)
+        self._examples: dict[str, dict[str, Any]] = {}  # model ref -> example input row
 
     # -- ASGI entry ----------------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -171,13 +165,12 @@ class ShipmlApp:
                 try:
                     preloaded = self.preloaded.get(ref)
                     model = preloaded if preloaded is not None else await asyncio.to_thread(self.registry_load, ref)
-                except ShipmlError as exc:
-                    endpoint.errors[ref] = f"{ref}: {exc}"
-                    log.error("model %s failed to load: %s", ref, exc)
-                    continue
-                except Exception as exc:  # a framework error while loading: never crash the server
-                    endpoint.errors[ref] = f"{ref}: failed to load ({type(exc).__name__})"
-                    log.exception("model %s failed to load", ref)
+                except Exception as exc:  # whatever failed, the server goes on: the endpoint says it is not ready
+                    # The log has it all (paths, framework messages, their traceback); clients get a public reason.
+                    framework = not isinstance(exc, ShipmlError) or exc.__cause__ is not None
+                    log.error("model %s of endpoint %s failed to load: %s: %s", ref, endpoint.name,
+                              type(exc).__name__, exc, exc_info=exc if framework else None)
+                    endpoint.errors[ref] = await asyncio.to_thread(public.load_failure, ref, exc, self.registry)
                     continue
                 batching = self.spec.batching_for(endpoint.spec)
                 runner = ModelRunner(
@@ -264,16 +257,16 @@ class ShipmlApp:
         started = time.monotonic()
         incoming = request.header("x-request-id")
         request_id = incoming[:128] if incoming else new_request_id()
-        state: dict[str, Any] = {"id": request_id, "route": "unknown", "model": "", "version": ""}
+        state: dict[str, Any] = {"id": request_id, "route": routes.NOT_FOUND, "model": "", "version": ""}
         method, path = request.method, request.path
         reply: http.Reply | None
         try:
-            handler = self.fixed.get((method, path))
+            found = self.fixed.get((method, path))
             args: tuple[str, ...] = ()
-            if handler is None:
-                handler, args = self._match(method, path)
+            if found is None:
+                handler, args = self._match(method, path, state)
             else:
-                state["route"] = path
+                handler, state["route"] = found
             reply = await handler(request, state, *args)
         except http.ClientDisconnected:
             reply = None
@@ -281,8 +274,7 @@ class ShipmlApp:
             reply = self._error(exc, state)
         status = 499 if reply is None else reply.status
         elapsed = time.monotonic() - started
-        if state["route"] != "unknown":
-            self.metrics.observe_request(state["route"], state["model"], state["version"], status, elapsed)
+        self.metrics.observe_request(state["route"], state["model"], state["version"], status, elapsed)
         if self.spec.server.access_log and path not in _PROBES and access_log.isEnabledFor(logging.INFO):
             access_log.info(orjson.dumps({
                 "request_id": request_id, "method": method, "path": path, "status": status,
@@ -292,17 +284,21 @@ class ShipmlApp:
             }).decode())
         return reply
 
-    def _match(self, method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
-        allow = [m for m, p in self.fixed if p == path]
-        for m, pattern, handler in self.patterns:
-            match = pattern.fullmatch(path)
-            if match:
-                if m == method:
-                    return handler, match.groups()
-                allow.append(m)
+    def _match(self, method: str, path: str, state: dict[str, Any]) -> tuple[Handler, tuple[str, ...]]:
+        for m, pattern, handler, label in self.patterns:
+            if m == method and (match := pattern.fullmatch(path)) is not None:
+                state["route"] = label
+                return handler, match.groups()
+        allow = routes.methods_for(path)
         if allow:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}", tuple(sorted(set(allow))))
+            state["route"] = routes.METHOD_NOT_ALLOWED
+            raise MethodNotAllowed(f"{method} is not allowed on {path}", allow)
+        state["route"] = routes.NOT_FOUND
         raise NotFoundError(f"no route {path}")
+
+    def count_refused(self, method: str, path: str, status: int) -> None:
+        """Count a request the token gate refused (it never reaches :meth:`respond`)."""
+        self.metrics.observe_request(routes.label_for(method, path), "", "", status, 0.0)
 
     def _error(self, exc: Exception, state: dict[str, Any]) -> http.Reply:
         if isinstance(exc, ShipmlError):
@@ -343,7 +339,7 @@ class ShipmlApp:
         return http.Reply(200, self.metrics.render(), content_type=self.metrics.content_type)
 
     async def list_models(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
-        data = [{"name": e.name, "models": e.spec.models, "versions": list(e.runners),
+        data = [{"name": e.name, "models": [public.public_ref(r) for r in e.spec.models], "versions": list(e.runners),
                  "ready": e.ready} for e in self.endpoints.values()]
         return http.Reply(200, http.json_bytes({"models": data}))
 
@@ -355,7 +351,6 @@ class ShipmlApp:
 
     async def predict_simple(self, request: http.Request, state: dict[str, Any],
                              name: str, version: str | None = None) -> http.Reply:
-        state["route"] = "predict"
         runner, payload = await self._admit(request, state, name, version)
         if "instances" in payload:
             data = payload["instances"]
@@ -375,7 +370,6 @@ class ShipmlApp:
         return http.Reply(200, http.json_bytes(body), [("x-request-id", state["id"])])
 
     async def predict_v1(self, request: http.Request, state: dict[str, Any], name: str) -> http.Reply:
-        state["route"] = "v1_predict"
         runner, payload = await self._admit(request, state, name, None)
         if "instances" not in payload:
             raise BadRequest('body must have "instances"')
@@ -386,18 +380,23 @@ class ShipmlApp:
     async def v1_status(self, request: http.Request, state: dict[str, Any], name: str) -> http.Reply:
         endpoint = self.endpoint_named(name)
         ready = endpoint.ready
+        _label_model(state, endpoint)
         return http.Reply(200, http.json_bytes({"name": name, "ready": ready}))
 
     async def model_info(self, request: http.Request, state: dict[str, Any], name: str) -> http.Reply:
         """What a client needs to call the model: its inputs and an example body known to be valid."""
         endpoint = self.endpoint_named(name)
-        body: dict[str, Any] = {"name": name, "models": endpoint.spec.models, "versions": list(endpoint.runners),
-                                "ready": endpoint.ready}
+        _label_model(state, endpoint)
+        body: dict[str, Any] = {"name": name, "models": [public.public_ref(r) for r in endpoint.spec.models],
+                                "versions": list(endpoint.runners), "ready": endpoint.ready}
         if endpoint.runners:
             model = endpoint.runner().model
             body["inputs"] = [c.model_dump(exclude={"pandas_dtype"}) for c in model.signature.inputs]
             body["outputs"] = model.signature.outputs.model_dump()
-            body["example"] = {"instances": model.example_records()}
+            example = self._examples.get(model.ref)
+            if example is None:  # made once per model: it reads the profile
+                example = self._examples[model.ref] = model_example(model)
+            body["example"] = {"instances": [example]}
             runner = endpoint.runner()
             body["runtime"] = {"name": model.manifest.runtime.name,
                                "compiled": bool(getattr(model.runtime_model, "compiled", False)),
@@ -412,7 +411,13 @@ class ShipmlApp:
         return http.Reply(200, self._openapi[1])
 
     async def docs(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
-        return http.Reply(200, DOCS_HTML, content_type="text/html; charset=utf-8")
+        return http.Reply(200, docs.page(), list(docs.DOCS_HEADERS), content_type="text/html; charset=utf-8")
+
+    async def docs_asset(self, request: http.Request, state: dict[str, Any], name: str) -> http.Reply:
+        found = docs.asset(name)
+        if found is None:
+            raise NotFoundError("no such asset of the docs")
+        return http.Reply(200, found.body, list(docs.DOCS_HEADERS), content_type=found.content_type)
 
     # -- shared steps --------------------------------------------------------------------------------------
     def endpoint_named(self, name: str) -> Endpoint:
@@ -454,6 +459,13 @@ class ShipmlApp:
             raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
         state["rows"] = len(outcome.predictions)
         return outcome
+
+
+def _label_model(state: dict[str, Any], endpoint: Endpoint) -> None:
+    """Label the request's metrics with the endpoint's primary model, once it is loaded."""
+    if endpoint.runners:
+        model = next(iter(endpoint.runners.values())).model
+        state["model"], state["version"] = model.name, model.version
 
 
 def _depth(runner: ModelRunner) -> Callable[[], float]:

@@ -12,13 +12,13 @@ second - so a revocation takes effect without a restart.
 Who may call what is :func:`required_access`, a pure function of method and path; :class:`TokenGate` applies
 it to one request, under :class:`AuthMiddleware` (ASGI) or the RSGI app (``server/rsgi.py``). Scopes:
 ``predict`` (inference and model metadata, optionally for one model only) and ``admin`` (everything; implies
-``predict``).
+``predict``). The docs (``/docs``, ``/openapi.json``) take a token of either scope.
 """
 
 from __future__ import annotations
 
+import base64
 import builtins
-import enum
 import hashlib
 import hmac
 import logging
@@ -41,7 +41,8 @@ from shipml.errors import NotFoundError, ShipmlError
 from shipml.package.lineage import current_user
 from shipml.registry import local
 from shipml.registry.names import check_name
-from shipml.server import http
+from shipml.server import http, routes
+from shipml.server.routes import Level
 
 __all__ = [
     "Access",
@@ -334,13 +335,6 @@ class TokenStore:
 
 
 # -- route policy -----------------------------------------------------------------------------------------
-class Level(enum.Enum):
-    OPEN = "open"        # no token
-    METRICS = "metrics"  # open, or admin when the server is started with metrics_auth
-    PREDICT = "predict"
-    ADMIN = "admin"
-
-
 @dataclass(frozen=True, slots=True)
 class Access:
     """What a request needs. ``model``: the model named in the path; ``default_model``: the route serves the
@@ -351,28 +345,6 @@ class Access:
     default_model: bool = False
 
 
-_SEG = r"[^/]+"
-_OPEN_PATHS = frozenset({
-    "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json",
-})
-_PREDICT_POST = [re.compile(p) for p in (
-    rf"/models/(?P<name>{_SEG})/predict",
-    rf"/models/(?P<name>{_SEG})/versions/{_SEG}/predict",
-    rf"/v1/models/(?P<name>{_SEG}):predict",
-    rf"/v2/models/(?P<name>{_SEG})/infer",
-    rf"/v2/models/(?P<name>{_SEG})/versions/{_SEG}/infer",
-)]
-_PREDICT_GET = [re.compile(p) for p in (
-    r"/v1/models/(?P<name>[^/:]+)",  # model status; a ':' is a verb (":predict" is POST only)
-    rf"/v2/models/(?P<name>{_SEG})",
-    rf"/v2/models/(?P<name>{_SEG})/ready",
-    rf"/v2/models/(?P<name>{_SEG})/versions/{_SEG}",
-    rf"/v2/models/(?P<name>{_SEG})/versions/{_SEG}/ready",
-    rf"/models/(?P<name>{_SEG})",
-)]
-_SERVER_WIDE_GET = frozenset({"/v2", "/models"})
-
-
 def _model_name(segment: str) -> str:
     """``churn``, ``churn@production`` and ``churn:1.2.0`` all name the model ``churn`` (names never contain
     ``@`` or ``:``)."""
@@ -380,30 +352,16 @@ def _model_name(segment: str) -> str:
 
 
 def required_access(method: str, path: str) -> Access:
-    """The access a request needs, from its method and (percent-decoded, root-path-free) path. Anything not
-    listed - future admin routes, unknown paths, other methods on known paths - needs admin."""
+    """The access a request needs, from its method and (percent-decoded, root-path-free) path, as the route table
+    (server/routes.py) gives it. Anything the table does not serve - unknown paths, other methods on known
+    paths - needs admin."""
     method = method.upper()
-    if method == "HEAD":
-        method = "GET"
-    if method == "GET":
-        if path in _OPEN_PATHS:
-            return Access(Level.OPEN)
-        if path == "/metrics":
-            return Access(Level.METRICS)
-        if path in _SERVER_WIDE_GET:
-            return Access(Level.PREDICT)
-        for pattern in _PREDICT_GET:
-            if m := pattern.fullmatch(path):
-                return Access(Level.PREDICT, model=_model_name(m["name"]))
-    elif method == "POST":
-        if path == "/predict":
-            return Access(Level.PREDICT, default_model=True)
-        if path == "/v2/repository/index":
-            return Access(Level.PREDICT)
-        for pattern in _PREDICT_POST:
-            if m := pattern.fullmatch(path):
-                return Access(Level.PREDICT, model=_model_name(m["name"]))
-    return Access(Level.ADMIN)
+    found = routes.find("GET" if method == "HEAD" else method, path)
+    if found is None:
+        return Access(Level.ADMIN)
+    route, parts = found
+    model = _model_name(parts[0]) if route.model and parts and parts[0] is not None else None
+    return Access(route.level, model=model, default_model=route.default_model)
 
 
 def route_path(scope: MutableMapping[str, Any]) -> str:
@@ -417,7 +375,7 @@ def route_path(scope: MutableMapping[str, Any]) -> str:
 
 def authorize(info: TokenInfo, access: Access, default_model: str | None = None) -> str | None:
     """None when ``info`` may make a request needing ``access``, else why not."""
-    if access.level in (Level.OPEN, Level.METRICS) or info.allows_admin():
+    if access.level in (Level.OPEN, Level.METRICS, Level.DOCS) or info.allows_admin():
         return None
     if access.level is Level.ADMIN:
         return "this token has scope 'predict'; the route needs 'admin'"
@@ -440,65 +398,108 @@ ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 _CHALLENGE = 'Bearer realm="shipml"'
 _INVALID = _CHALLENGE + ', error="invalid_token"'
 _INSUFFICIENT = _CHALLENGE + ', error="insufficient_scope"'
+#: The docs also offer Basic: a browser opening /docs cannot send a bearer token, but asks for a user name and a
+#: password on this challenge and sends them with every request to the docs (the password is the token). A header
+#: of its own: browsers read one challenge per WWW-Authenticate header.
+_BASIC = 'Basic realm="shipml", charset="UTF-8"'
 
 
 class TokenGate:
     """The decision for one request, whatever carries it: ``check(method, path, authorization)`` gives None for a
     route open to all, the caller's :class:`TokenInfo` when the request may go on, or a :class:`Denial`.
     ``default_model`` is the model ``POST /predict`` serves, so that a token restricted to that model may use
-    it; with ``metrics_auth`` ``/metrics`` needs an admin token."""
+    it; with ``metrics_auth`` ``/metrics`` needs an admin token. The docs (``/docs``, its assets and
+    ``/openapi.json``) need any valid token - given as a bearer token, or as the password of Basic credentials,
+    which is what a browser can send - unless ``open_docs``. Basic credentials are accepted there only: a browser
+    sends them unasked with every request to the server, cross-site ones included, and the docs only read.
+    ``on_refused(method, path, status)`` is told of every refusal (the app counts them in its metrics: a refused
+    request never reaches it)."""
 
-    def __init__(self, store: TokenStore, *, metrics_auth: bool = False, default_model: str | None = None) -> None:
+    def __init__(self, store: TokenStore, *, metrics_auth: bool = False, default_model: str | None = None,
+                 open_docs: bool = False, on_refused: Callable[[str, str, int], None] | None = None) -> None:
         self.store = store
         self.metrics_auth = metrics_auth
         self.default_model = default_model
+        self.open_docs = open_docs
+        self.on_refused = on_refused
 
     def check(self, method: str, path: str, authorization: builtins.list[str]) -> TokenInfo | Denial | None:
         """``authorization``: every value of the Authorization header (a second one is refused)."""
         access = required_access(method, path)
         if access.level is Level.METRICS:
             access = Access(Level.ADMIN if self.metrics_auth else Level.OPEN)
+        elif access.level is Level.DOCS and self.open_docs:
+            access = Access(Level.OPEN)
         if access.level is Level.OPEN:
             return None
         outcome = self._check(authorization, access)
         if isinstance(outcome, Denial):
             log.info("denied %s %s: %d %s", method, path, outcome.status, outcome.message)
+            if self.on_refused is not None:
+                self.on_refused(method, path, outcome.status)
         return outcome
 
     def _check(self, values: builtins.list[str], access: Access) -> TokenInfo | Denial:
+        docs = access.level is Level.DOCS
         if not values:
-            return Denial(401, "missing bearer token: send 'Authorization: Bearer <token>'", _CHALLENGE)
-        parts = values[0].strip().split(None, 1)
-        if len(values) > 1 or len(parts) != 2 or parts[0].lower() != "bearer":
-            return Denial(401, "malformed Authorization header: expected one 'Bearer <token>'", _CHALLENGE)
+            hint = " (a browser: the token as the password)" if docs else ""
+            return Denial(401, f"missing bearer token: send 'Authorization: Bearer <token>'{hint}", _CHALLENGE,
+                          basic=docs)
+        token = _credential(values, docs)
+        if token is None:
+            return Denial(401, "malformed Authorization header: expected one 'Bearer <token>'", _CHALLENGE,
+                          basic=docs)
         try:
-            info = self.store.find(parts[1].strip())
+            info = self.store.find(token)
         except ShipmlError as exc:
             log.error("token store unavailable: %s", exc)
             return Denial(500, exc.public_message)
         if info is None:
-            return Denial(401, "invalid token", _INVALID)
+            return Denial(401, "invalid token", _INVALID, basic=docs)
         if info.revoked:
-            return Denial(401, "token revoked", _INVALID)
+            return Denial(401, "token revoked", _INVALID, basic=docs)
         if info.is_expired():
-            return Denial(401, "token expired", _INVALID)
+            return Denial(401, "token expired", _INVALID, basic=docs)
         reason = authorize(info, access, self.default_model)
         if reason is not None:
             return Denial(403, reason, _INSUFFICIENT, info)
         return info
 
 
+def _credential(values: builtins.list[str], basic: bool) -> str | None:
+    """The token of one Authorization header value: ``Bearer <token>``, or with ``basic`` also ``Basic
+    base64(<any user>:<token>)``; None when malformed."""
+    parts = values[0].strip().split(None, 1)
+    if len(values) > 1 or len(parts) != 2:
+        return None
+    scheme, credentials = parts[0].lower(), parts[1].strip()
+    if scheme == "bearer":
+        return credentials
+    if scheme != "basic" or not basic:
+        return None
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    _user, colon, password = decoded.partition(":")
+    return password if colon else None
+
+
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """Why a request may not go on, as an HTTP answer: ``challenge`` is the WWW-Authenticate value."""
+    """Why a request may not go on, as an HTTP answer: ``challenge`` is the WWW-Authenticate value; ``basic``
+    adds a Basic challenge (the docs), in a header of its own."""
 
     status: int
     message: str
     challenge: str | None = None
     info: TokenInfo | None = None  # the caller, when the token was valid (a 403)
+    basic: bool = False
 
     def reply(self) -> http.Reply:
         headers = [("www-authenticate", self.challenge)] if self.challenge is not None else None
+        if headers is not None and self.basic:
+            headers.append(("www-authenticate", _BASIC))
         return http.Reply(self.status, orjson.dumps({"error": self.message}), headers)
 
 
@@ -515,11 +516,11 @@ class AuthMiddleware:
     """
 
     def __init__(self, app: ASGIApp, store: TokenStore | None, *, enabled: bool = True,
-                 metrics_auth: bool = False, default_model: str | None = None) -> None:
+                 metrics_auth: bool = False, default_model: str | None = None, open_docs: bool = False) -> None:
         if enabled and store is None:
             raise ValueError("auth is enabled but no token store was given")
         self.app = app
-        self.gate = TokenGate(store, metrics_auth=metrics_auth, default_model=default_model) \
+        self.gate = TokenGate(store, metrics_auth=metrics_auth, default_model=default_model, open_docs=open_docs) \
             if enabled and store is not None else None
 
     @classmethod

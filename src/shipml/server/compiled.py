@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shipml.errors import ShipmlError
 from shipml.package.loaded import PERMISSIVE
 from shipml.package.manifest import MODEL_DIR
 from shipml.package.validation import check
@@ -93,8 +94,15 @@ async def switch_when_compiled(runner: ModelRunner) -> bool:
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a compiled model is an optimisation: never take the server down for it
-        runner.compile_status = f"not compiled: {type(exc).__name__}: {exc}"[:500]
-        log.warning("model %s stays on LightGBM: compiling failed (%s: %s)", ref, type(exc).__name__, exc)
+        # The status is shown to clients (GET /models/NAME): why the model cannot be compiled when shipml says it
+        # for clients (an UnsupportedModelError: its objective, its trees), else the exception's type only - its
+        # message (paths of the cache, the compiler's output) goes to the log.
+        if isinstance(exc, ShipmlError) and exc.status < 500:
+            runner.compile_status = f"not compiled: {exc.public_message}"[:500]
+        else:
+            runner.compile_status = f"not compiled: {type(exc).__name__} (the server log has the details)"
+        log.warning("model %s stays on LightGBM: compiling failed (%s: %s)", ref, type(exc).__name__, exc,
+                    exc_info=exc)
         return False
     if switched:
         runner.compile_status = "compiled"

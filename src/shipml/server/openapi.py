@@ -1,8 +1,9 @@
 """The OpenAPI document of a running server, with request schemas generated from each model's signature.
 
 Each served model gets a record schema (one property per input column: its JSON type, its training range or
-categories, whether null is allowed) and request/response schemas built on it, with an example taken from the
-golden sample. A model still loading is described generically until it is loaded.
+categories, whether null is allowed) and request/response schemas built on it, with an example made from the
+signature and the reference profile (``package/example.py``: medians and most frequent categories, never a
+training row). A model still loading is described generically until it is loaded.
 """
 
 from __future__ import annotations
@@ -10,23 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import shipml
+from shipml.package.example import model_example
 from shipml.package.loaded import LoadedModel
 from shipml.package.signature import ColumnSpec, Signature
 from shipml.spec import DeploymentSpec
 
 _JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "string": "string", "datetime": "string"}
-
-DOCS_HTML = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>shipml API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body>
-<noscript>The API is described at <a href="openapi.json">openapi.json</a>.</noscript>
-<div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui"});</script>
-</body></html>
-"""
-
 
 def column_schema(column: ColumnSpec, categories_enum: bool) -> dict[str, Any]:
     """The JSON schema of one input value. Ranges are described, not enforced: the server's input policy
@@ -95,7 +85,7 @@ def openapi_document(spec: DeploymentSpec, models: dict[str, LoadedModel | None]
     for name, model in models.items():
         if model is not None:
             schemas.update(model_schemas(name, model.signature, categories_enum))
-            example: dict[str, Any] | None = {"instances": model.example_records(3)}
+            example: dict[str, Any] | None = {"instances": [model_example(model)]}
         else:
             schemas[f"{name}_request"] = {"type": "object"}
             schemas[f"{name}_response"] = {"type": "object"}

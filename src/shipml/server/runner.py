@@ -103,7 +103,8 @@ def build_parts(spec: DeploymentSpec, registry: Registry | None = None) -> tuple
 
     store = TokenStore(spec.auth.tokens_file or default_token_path(app.registry.root))
     only = spec.endpoints[0].name if len(spec.endpoints) == 1 else None
-    return app, TokenGate(store, metrics_auth=spec.auth.metrics_auth, default_model=only)
+    return app, TokenGate(store, metrics_auth=spec.auth.metrics_auth, default_model=only,
+                          open_docs=spec.auth.open_docs, on_refused=app.count_refused)
 
 
 def _config(asgi: Any, spec: DeploymentSpec) -> uvicorn.Config:

@@ -7,7 +7,6 @@ An inference request may be plain JSON or JSON followed by binary tensor data (t
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,29 +17,17 @@ from shipml.protocol import v2
 from shipml.server import http
 
 if TYPE_CHECKING:
-    from shipml.server.app import Endpoint, Handler, ShipmlApp
+    from shipml.server.app import Endpoint, ShipmlApp
 
 _HEADER_LENGTH = "inference-header-content-length"
 _NOT_READY = 400  # the protocol: "a 4xx status code indicates false"
 
 
 class V2Routes:
-    """The v2 handlers of one app; ``fixed`` and ``patterns`` are merged into the app's routing tables."""
+    """The v2 handlers of one app (the route table, server/routes.py, names them ``v2.<method>``)."""
 
     def __init__(self, app: ShipmlApp) -> None:
         self.app = app
-        self.fixed: dict[tuple[str, str], Handler] = {
-            ("GET", "/v2"): self.server_metadata,
-            ("GET", "/v2/health/live"): self.live,
-            ("GET", "/v2/health/ready"): self.ready,
-            ("POST", "/v2/repository/index"): self.repository_index,
-        }
-        model = r"/v2/models/([^/]+)(?:/versions/([^/]*))?"
-        self.patterns: list[tuple[str, re.Pattern[str], Handler]] = [
-            ("GET", re.compile(model), self.model_metadata),
-            ("GET", re.compile(model + "/ready"), self.model_ready),
-            ("POST", re.compile(model + "/infer"), self.infer),
-        ]
 
     async def server_metadata(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
         body = v2.server_metadata(shipml.__version__, ["model_repository"])
@@ -70,6 +57,7 @@ class V2Routes:
                              name: str, version: str | None = None) -> http.Reply:
         endpoint, runner = self._resolve(name, version)
         model = runner.model
+        state["model"], state["version"] = model.name, model.version
         versions = [version] if version else list(endpoint.runners)
         body = v2.model_metadata(endpoint.name, versions, model.manifest.runtime.name, model.signature)
         return http.Reply(200, http.json_bytes(body))
@@ -78,12 +66,14 @@ class V2Routes:
                           name: str, version: str | None = None) -> http.Reply:
         endpoint = self.app.endpoint_named(name)
         ready = endpoint.ready and (not version or version in endpoint.runners)
+        if ready:
+            runner = endpoint.runner(version or None)
+            state["model"], state["version"] = runner.model.name, runner.model.version
         status = 200 if ready else _NOT_READY
         return http.Reply(status, http.json_bytes({"name": name, "ready": ready}))
 
     async def infer(self, request: http.Request, state: dict[str, Any],
                     name: str, version: str | None = None) -> http.Reply:
-        state["route"] = "v2_infer"
         endpoint, runner = self._resolve(name, version)
         state["model"], state["version"] = runner.model.name, runner.model.version
         header_length = _header_length(request)
