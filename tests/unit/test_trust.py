@@ -230,3 +230,17 @@ def test_runtimes_refuse_what_their_grant_does_not_cover_even_called_directly(
     assert need.types == ("builtins.abs",)
     granted = Grant(types=frozenset(need.types), sealed=True)
     runtimes.get("sklearn").load(fresh(skops_mv.path, "s").model_view(), {}, granted)
+
+
+def test_a_batch_job_never_writes_into_the_package_it_scores(package: Path, data: tuple[pd.DataFrame, np.ndarray],
+                                                             tmp_path: Path) -> None:
+    from shipml.errors import ConflictError
+    from shipml.jobs import predict_file
+
+    X, _ = data
+    X.to_csv(tmp_path / "in.csv", index=False)
+    for output in (package / "out.csv", package / "model" / "out.parquet"):
+        with pytest.raises(ConflictError, match="inside the model package"):
+            predict_file(package, tmp_path / "in.csv", output, workers=1, quiet=True)
+    assert sorted(p.name for p in package.iterdir()) == ["golden.json", "model", "profile.json", "shipml.json"]
+    shipml.load_model(package)  # still exactly its recorded files
