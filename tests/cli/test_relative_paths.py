@@ -188,6 +188,12 @@ def test_predict_with_a_package_directory_and_files_spelled_relatively(tree: Tre
     source = data.draw(st.sampled_from([relative(cwd, tree.inputs / "sample.csv"),
                                         relative(cwd, tree.inputs) + "/./sample.csv"]))
     output = data.draw(st.sampled_from(["out.csv", "./out.csv", "x/../out.csv"]))
+    if cwd.is_relative_to(tree.package):  # a package holds only its recorded files: nothing is written into it
+        with working_directory(cwd):
+            result = CliRunner().invoke(cli, ["predict", package, source, "-o", output, "--workers", "1", "-q"])
+        assert result.exit_code == 1 and "inside the model package" in result.output, result.output
+        assert sorted(p.name for p in cwd.iterdir()) == ["golden.json", "model", "profile.json", "shipml.json"]
+        return
     (cwd / "x").mkdir(exist_ok=True)
     try:
         out = shipml_json(cwd, "predict", package, source, "-o", output, "--workers", "1", "-q")

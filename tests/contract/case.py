@@ -24,6 +24,14 @@ class Trained:
     trusted: bool = False
     save_kwargs: dict[str, Any] = field(default_factory=dict)
     exact: bool = True  # predictions compared exactly (labels) or with allclose (regression)
+    # A package directory outside a registry is not sealed: it needs trust when the model does (``trusted``) and
+    # when its skops file holds types shipml admits without trust only in files it wrote (trees, see
+    # shipml.runtimes.sklearn.OWN_FILE_TYPES).
+    own_file_types: bool = False
+
+    @property
+    def trusted_outside_registry(self) -> bool:
+        return self.trusted or self.own_file_types
 
 
 @dataclass

@@ -43,7 +43,7 @@ def _hgb_string_labels(_: Path) -> Trained:
     X = rng.normal(size=(200, 4))
     y = np.array(["low", "mid", "high"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)]
     model = HistGradientBoostingClassifier(max_iter=10).fit(X, y)
-    return Trained(model, X, y, model.predict, model.predict_proba)
+    return Trained(model, X, y, model.predict, model.predict_proba, own_file_types=True)
 
 
 def _forest_regressor(_: Path) -> Trained:
@@ -51,7 +51,7 @@ def _forest_regressor(_: Path) -> Trained:
     X = pd.DataFrame(rng.normal(size=(150, 3)), columns=["x1", "x2", "x3"])
     y = X["x1"] * 2 + rng.normal(size=150)
     model = RandomForestRegressor(n_estimators=5, random_state=0).fit(X, y)
-    return Trained(model, X, y, model.predict, exact=False)
+    return Trained(model, X, y, model.predict, exact=False, own_file_types=True)
 
 
 CASES = [

@@ -86,8 +86,16 @@ def test_manifest_is_complete(trained: Trained, saved: shipml.ModelVersion) -> N
     assert "predictions" in profile
 
 
+def _load_dir(path: Path, trained: Trained, **kwargs: Any) -> shipml.LoadedModel:
+    """A package directory outside a registry, loaded as its owner would: with trust when it needs it there."""
+    return shipml.load_model(path, trusted=True if trained.trusted_outside_registry else None, **kwargs)
+
+
 def test_loads_from_package_directory(trained: Trained, saved: shipml.ModelVersion) -> None:
-    model = shipml.load_model(saved.path)
+    if trained.trusted_outside_registry:
+        with pytest.raises(shipml.UnsafeModelError, match="trusted=True"):
+            shipml.load_model(saved.path)
+    model = _load_dir(saved.path, trained)
     _same(model.predict(trained.sample), trained.predict(trained.sample), trained.exact)
 
 
@@ -119,7 +127,7 @@ def _bad_inputs(model: shipml.LoadedModel, trained: Trained) -> dict[str, Any]:
 
 
 def test_validate_catches_each_kind_of_bad_row(trained: Trained, saved: shipml.ModelVersion) -> None:
-    model = shipml.load_model(saved.path)
+    model = _load_dir(saved.path, trained)
     assert model.validate(trained.sample).ok
     strict = InputPolicy(out_of_range="reject")
     for rule, bad in _bad_inputs(model, trained).items():
@@ -134,7 +142,7 @@ def test_validate_catches_each_kind_of_bad_row(trained: Trained, saved: shipml.M
 
 
 def test_out_of_range_is_a_warning_by_default(trained: Trained, saved: shipml.ModelVersion) -> None:
-    model = shipml.load_model(saved.path)
+    model = _load_dir(saved.path, trained)
     bad = _bad_inputs(model, trained).get("out_of_range")
     if bad is None:
         pytest.skip("no numeric column with a range in this signature")
@@ -171,7 +179,7 @@ def test_runtime_api_version_mismatch_is_refused(saved: shipml.ModelVersion) -> 
         shipml.load_model(saved.path)
 
 
-def test_changed_golden_outputs_raise_reproducibility_error(saved: shipml.ModelVersion) -> None:
+def test_changed_golden_outputs_raise_reproducibility_error(trained: Trained, saved: shipml.ModelVersion) -> None:
     golden_path = saved.path / GOLDEN
     golden = orjson.loads(golden_path.read_bytes())
     first = golden["predictions"][0]
@@ -188,5 +196,5 @@ def test_changed_golden_outputs_raise_reproducibility_error(saved: shipml.ModelV
 
     _rewrite_manifest(saved.path, rehash)
     with pytest.raises(shipml.ReproducibilityError, match="row 0"):
-        shipml.load_model(saved.path)
-    assert shipml.load_model(saved.path, verify=False).version == "1.0.0"
+        _load_dir(saved.path, trained)
+    assert _load_dir(saved.path, trained, verify=False).version == "1.0.0"

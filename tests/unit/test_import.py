@@ -190,6 +190,22 @@ def test_skops_with_sklearn_types_only_needs_no_trust(tmp_path: Path,
     np.testing.assert_array_equal(shipml.load_model(mv.ref, registry=tmp_path / "reg").predict(X), model.predict(X))
 
 
+def test_skops_file_with_trees_needs_trust(tmp_path: Path, data: tuple[pd.DataFrame, np.ndarray]) -> None:
+    """skops refuses trees from a file of unknown origin (crafted node indices make scikit-learn read out of
+    bounds); so does the import, until the user trusts the file."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = data
+    model = RandomForestClassifier(n_estimators=4, random_state=0).fit(X, y)
+    path = tmp_path / "forest.skops"
+    sio.dump(model, path)
+    with pytest.raises(UnsafeModelError, match=r"forest\.skops.*sklearn\.tree\._tree\.Tree"):
+        import_model(path, "m", sample=X, registry=tmp_path / "reg")
+    mv = import_model(path, "m", sample=X, trusted=True, registry=tmp_path / "reg")
+    assert not mv.manifest.trust.required  # stored as a file shipml wrote: sealed by the registry from now on
+    assert mv.manifest.tags["imported_sha256"] == sha256_file(path)
+
+
 # -- native formats ------------------------------------------------------------------------------------------
 def test_lightgbm_text_and_xgboost_json_import_without_trust(tmp_path: Path,
                                                              data: tuple[pd.DataFrame, np.ndarray]) -> None:

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from shipml.errors import ShipmlError, UnsupportedModelError
+from shipml.package.artefacts import fresh
 from shipml.runtimes import lightgbm_compiled as lc
+from shipml.runtimes.base import Grant
 from shipml.runtimes.lightgbm import RUNTIME, LightGBMLoaded
 
 N_FEATURES = 4
@@ -232,9 +234,10 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
 
 
 def _runtime(directory: Path, model_file: Path, info: dict[str, Any]) -> LightGBMLoaded:
-    directory.mkdir()
-    (directory / "model.txt").write_bytes(model_file.read_bytes())
-    return RUNTIME.load(directory, {"objective": "binary", "pandas_categorical": False, **info})
+    (directory / "model").mkdir(parents=True)
+    (directory / "model" / "model.txt").write_bytes(model_file.read_bytes())
+    return RUNTIME.load(fresh(directory, "test").model_view(),
+                        {"objective": "binary", "pandas_categorical": False, **info}, Grant())
 
 
 def test_the_runtime_switches_only_to_an_equal_compiled_model(tmp_path: Path) -> None:

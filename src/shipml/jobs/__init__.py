@@ -99,6 +99,7 @@ def predict_file(
     fmt = sinks.output_format_of(out, output_format)
     rejects_path = absolute(rejects) if rejects is not None else sinks.default_rejects_path(out, fmt)
     _refuse_overwriting_inputs(files, [out, rejects_path])
+    _refuse_writing_into_the_package(model_path, [out, rejects_path])
     parts = sources.plan_parts(files, part_rows)
     policy = policy or InputPolicy()
     key = _job_key(manifest, files, keep, proba, part_rows, policy)
@@ -168,6 +169,16 @@ def _refuse_overwriting_inputs(files: Sequence[sources.InputFile], targets: Sequ
     for target in targets:
         if target.resolve() in inputs:
             raise ConflictError(f"{target} is one of the inputs: choose another output or rejects path")
+
+
+def _refuse_writing_into_the_package(package: Path, targets: Sequence[Path]) -> None:
+    """A package holds only the files its manifest records (any other file refuses every later load of it): the
+    output, the rejects and the job's work directory beside them never go inside it."""
+    root = package.resolve()
+    for target in targets:
+        if target.resolve().is_relative_to(root):
+            raise ConflictError(f"{target.name} would be written inside the model package {package.name!r}, which"
+                                " holds only the files its manifest records: write it elsewhere")
 
 
 def _job_key(manifest: Manifest, files: Sequence[sources.InputFile], keep: tuple[str, ...], proba: bool,

@@ -14,11 +14,12 @@ import pandas as pd
 from shipml import runtimes
 from shipml.errors import SchemaError, ShipmlError, UnsafeModelError
 from shipml.package import environment
-from shipml.package.lineage import build_lineage, current_user, now_iso
-from shipml.package.loaded import PERMISSIVE, LoadedModel, Prediction, sha256_file
+from shipml.package.admit import trust_record
+from shipml.package.artefacts import fresh, measure
+from shipml.package.lineage import build_lineage
+from shipml.package.loaded import PERMISSIVE, LoadedModel, Prediction
 from shipml.package.manifest import (
     GOLDEN,
-    MANIFEST,
     MODEL_DIR,
     PROFILE,
     Artifact,
@@ -26,12 +27,11 @@ from shipml.package.manifest import (
     ImportedFrom,
     Manifest,
     RuntimeInfo,
-    Trust,
 )
 from shipml.package.profile import build_profile, categorical_profile, numeric_profile
 from shipml.package.signature import Signature, as_frame, infer_inputs, infer_outputs, to_jsonable
 from shipml.package.validation import check
-from shipml.runtimes.base import SaveContext
+from shipml.runtimes.base import Grant, SaveContext
 
 GOLDEN_ROWS = 100
 PLACEHOLDER_VERSION = "0.0.0"
@@ -67,7 +67,13 @@ def build_package(model: Any, directory: Path, name: str, sample: Any, options: 
     model_dir = directory / MODEL_DIR
     model_dir.mkdir()
     saved = runtime.save(model, model_dir, SaveContext(frame, input_kind, options.trusted, options.runtime_options))
-    loaded = runtime.load(model_dir, saved.info)
+    # Trust follows from the runtime and the bytes it wrote, not from what the runtime or the caller says.
+    files = fresh(directory, name).model_view()
+    need = runtime.trust_needed(files, sealed=True)
+    if need.required and not options.trusted:
+        raise UnsafeModelError(f"the model {need.describe()}. Pass trusted=True (CLI: --trust) if you trust it.",
+                               list(need.types))
+    loaded = runtime.load(files, saved.info, Grant(everything=options.trusted, sealed=True))
 
     # Run the saved-and-reloaded model on the whole sample: outputs spec, prediction profile, golden outputs.
     provisional = Signature(inputs=inputs, input_kind=input_kind,
@@ -103,9 +109,7 @@ def build_package(model: Any, directory: Path, name: str, sample: Any, options: 
 
     from shipml import __version__
 
-    trust = Trust(required=saved.trusted, types=saved.trusted_types,
-                  granted_by=current_user() if saved.trusted else None,
-                  granted_at=now_iso() if saved.trusted else None)
+    trust = trust_record(need, saved.trusted_types)
     manifest = Manifest(
         name=name,
         version=PLACEHOLDER_VERSION,
@@ -127,11 +131,7 @@ def build_package(model: Any, directory: Path, name: str, sample: Any, options: 
 
 def artifacts(directory: Path) -> list[Artifact]:
     """Every file of the package but the manifest, with its sha256."""
-    out = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
-        out.append(Artifact(path=path.relative_to(directory).as_posix(), sha256=sha256_file(path),
-                            size=path.stat().st_size))
-    return out
+    return measure(directory)
 
 
 def _golden_rows(n: int, limit: int) -> np.ndarray:

@@ -25,8 +25,6 @@ import io
 import json
 import lzma
 import pickletools
-import shutil
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -51,8 +49,9 @@ from shipml.errors import (
 )
 from shipml.package.builder import BuildOptions
 from shipml.package.loaded import sha256_file
-from shipml.package.manifest import MANIFEST, ImportedFrom, MlflowSource, read_manifest, write_manifest
+from shipml.package.manifest import MANIFEST, ImportedFrom, MlflowSource
 from shipml.registry.registry import ModelVersion, Registry
+from shipml.runtimes.sklearn import types_needing_trust
 
 MLMODEL = "MLmodel"
 
@@ -61,10 +60,12 @@ EXTENSIONS = {".pkl": "pickle", ".pickle": "pickle", ".joblib": "pickle", ".skop
               ".txt": "lightgbm", ".lgb": "lightgbm", ".json": "xgboost", ".ubj": "xgboost", ".onnx": "onnx"}
 DESCRIPTIONS = {"pickle": "a pickle", "skops": "a skops file", "lightgbm": "a LightGBM text model",
                 "xgboost": "an XGBoost model", "onnx": "an ONNX model"}
-SKLEARN_TYPES = ("sklearn.",)
+#: A skops file from elsewhere loads without trust only when every type it asks for is one skops trusts or one of
+#: the sklearn runtime's DATA_TYPES (the types it admits from any file); these prefixes add to that per source.
+SKLEARN_TYPES: tuple[str, ...] = ()
 #: MLflow's lightgbm flavor stores sklearn-API models with skops; these types are LightGBM's own, rebuilt from
 #: plain state, and are what the flavor promises.
-LIGHTGBM_TYPES = ("sklearn.", "lightgbm.", "collections.OrderedDict")
+LIGHTGBM_TYPES = ("lightgbm.", "collections.OrderedDict")
 #: MLflow flavor -> (key naming its data file, formats its file may hold)
 FLAVORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lightgbm": ("data", ("lightgbm", "skops", "pickle")),
@@ -336,7 +337,7 @@ def _load_pickle(path: Path, trusted: bool) -> Any:
 def _load_skops(path: Path, trusted: bool, safe_types: tuple[str, ...]) -> Any:
     sio = import_optional("skops.io", "sklearn")
     untrusted = sio.get_untrusted_types(file=path)
-    unsafe = [t for t in untrusted if not t.startswith(safe_types)]
+    unsafe = [t for t in types_needing_trust(untrusted, sealed=False) if not (safe_types and t.startswith(safe_types))]
     if unsafe and not trusted:
         raise UnsafeModelError(
             f"{path.name}: skops cannot prove these types are safe to load: {', '.join(unsafe)}."
@@ -463,22 +464,11 @@ def read_sample(sample: Any, target: Any = None) -> tuple[Any, Any]:
 
 def _import_package(directory: Path, name: str, registry: Registry, *, trusted: bool, version: str | None,
                     description: str | None, tags: dict[str, str] | None) -> ModelVersion:
-    manifest = read_manifest(directory)
-    if manifest.trust.required and not trusted:
-        raise UnsafeModelError(
-            f"{directory.name} holds a package that runs code when loaded"
-            f" ({', '.join(manifest.trust.types) or manifest.runtime.name}); pass --trust if you trust it",
-            manifest.trust.types)
-    update: dict[str, Any] = {"tags": {**manifest.tags, **(tags or {}), "imported_from": directory.name,
-                                       "imported_sha256": sha256_file(directory / MANIFEST),
-                                       "imported_format": "shipml"}}
-    if description is not None:
-        update["description"] = description
-    with tempfile.TemporaryDirectory(prefix="shipml-import-") as tmp:
-        copy = Path(tmp) / "pkg"
-        shutil.copytree(directory, copy)
-        write_manifest(copy, manifest.model_copy(update=update))
-        return registry.add_package(copy, name, version)
+    """A shipml package directory as a new version: nothing in its manifest is trusted (see
+    :meth:`Registry.add_package`); its manifest's own sha256 goes into the tags."""
+    all_tags = {**(tags or {}), "imported_from": directory.name, "imported_sha256": sha256_file(directory / MANIFEST),
+                "imported_format": "shipml"}
+    return registry.add_package(directory, name, version, trusted=trusted, tags=all_tags, description=description)
 
 
 __all__ = ["SampleWarning", "file_format", "import_model", "pickle_imports", "read_sample", "sniff"]

@@ -14,7 +14,6 @@ import orjson
 from shipml import runtimes
 from shipml.errors import (
     EnvironmentMismatchError,
-    IntegrityError,
     ManifestError,
     ReproducibilityError,
     SchemaError,
@@ -22,10 +21,11 @@ from shipml.errors import (
     UnsafeModelError,
 )
 from shipml.package import environment
-from shipml.package.manifest import GOLDEN, MODEL_DIR, PROFILE, Manifest, read_manifest
+from shipml.package.artefacts import verify_integrity
+from shipml.package.manifest import GOLDEN, PROFILE, Manifest, read_manifest
 from shipml.package.signature import Problem, Signature, to_jsonable
 from shipml.package.validation import DEFAULT_POLICY, Checked, InputPolicy, Table, check
-from shipml.runtimes.base import Loaded
+from shipml.runtimes.base import Grant, Loaded, ModelFiles, Runtime, TrustNeed
 
 PERMISSIVE = InputPolicy(out_of_range="warn", unseen_category="warn", extra_columns="ignore")
 
@@ -213,37 +213,71 @@ def compare_outputs(result: Prediction, golden: dict[str, Any], task: str, rtol:
     return problems
 
 
-def verify_integrity(directory: Path, manifest: Manifest) -> None:
-    for artifact in manifest.artifacts:
-        path = directory / artifact.path
-        if not path.resolve().is_relative_to(directory.resolve()):
-            raise IntegrityError(f"artefact path {artifact.path!r} points outside the package")
-        if not path.is_file():
-            raise IntegrityError(f"{manifest.ref}: artefact {artifact.path} is missing")
-        if path.stat().st_size != artifact.size or sha256_file(path) != artifact.sha256:
-            raise IntegrityError(f"{manifest.ref}: artefact {artifact.path} does not match its recorded sha256"
-                                 " (changed or corrupted since it was saved); refusing to load it")
+def trust_grant(manifest: Manifest, need: TrustNeed, *, trusted: bool | None, authenticated: bool) -> Grant:
+    """The trust a load gets: everything when ``trusted``; with ``trusted=None``, what an authenticated manifest
+    (its digest recorded by the registry) records, if that covers ``need``; otherwise none, which refuses any
+    package that needs trust (UnsafeModelError naming what it needs)."""
+    if not need.required:
+        return Grant(sealed=authenticated)
+    if trusted is True:
+        return Grant(everything=True, sealed=authenticated)
+    recorded = manifest.trust
+    if trusted is None and authenticated:
+        grant = Grant(code=recorded.required, types=frozenset(recorded.types) if recorded.required else frozenset(),
+                      sealed=True)
+        if grant.covers(need):
+            return grant
+        why = "its manifest records no trust covering that"
+    elif trusted is False:
+        why = "trust was refused (trusted=False)"
+    else:
+        why = ("a package directory outside a registry carries no trust of its own: pass trusted=True (CLI: --trust)"
+               " if you trust whoever made it")
+    raise UnsafeModelError(f"{manifest.ref} {need.describe()}; {why}", list(need.types) or [manifest.runtime.name])
 
 
-def load_package(directory: Path, *, verify: bool = True, allow_env_mismatch: bool = False,
-                 trusted: bool | None = None, manifest_sha256: str | None = None) -> LoadedModel:
-    """Load a package directory: check integrity, trust and environment, load, then re-run the golden sample.
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, cut at ``limit`` characters (a framework's message can span pages)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    ``trusted``: None honours the trust recorded at save time; False refuses any package that needs trust.
-    ``manifest_sha256``: the manifest's digest as the registry recorded it at save time (None for a package
-    directory outside a registry); a manifest that does not match it is refused."""
-    manifest = read_manifest(directory, manifest_sha256)
+
+def runtime_for(manifest: Manifest) -> Runtime:
     runtime = runtimes.get(manifest.runtime.name)
     if manifest.runtime.api_version != runtime.api_version:
         raise ManifestError(
             f"{manifest.ref} was saved by runtime {runtime.name} API v{manifest.runtime.api_version};"
             f" this shipml's {runtime.name} runtime is v{runtime.api_version}"
         )
-    verify_integrity(directory, manifest)
-    if manifest.trust.required and trusted is False:
-        raise UnsafeModelError(
-            f"{manifest.ref} can run code when loaded ({', '.join(manifest.trust.types) or runtime.name})"
-            " and trust was not granted", manifest.trust.types)
+    return runtime
+
+
+def judge_trust(runtime: Runtime, files: ModelFiles, manifest: Manifest, *, sealed: bool) -> TrustNeed:
+    """What the package's files need trust for, as ``runtime`` reads them (framework errors translated)."""
+    try:
+        return runtime.trust_needed(files, sealed=sealed)
+    except ShipmlError:
+        raise
+    except Exception as exc:  # a framework failing to read the file: translate it here, at the boundary
+        raise ManifestError(f"{manifest.ref}: the {runtime.name} runtime cannot read its artefact"
+                            f" ({one_line(exc)})") from exc
+
+
+def load_package(directory: Path, *, verify: bool = True, allow_env_mismatch: bool = False,
+                 trusted: bool | None = None, manifest_sha256: str | None = None) -> LoadedModel:
+    """Load a package directory: check integrity, trust and environment, load, then re-run the golden sample.
+
+    ``manifest_sha256``: the manifest's digest as the registry recorded it at save time; a manifest that does not
+    match it is refused, and one that matches is authenticated. Without it (a package directory outside a
+    registry) nothing in the manifest is trusted. ``trusted``: True grants trust; None grants what an
+    authenticated manifest records (nothing otherwise); False refuses any package that needs trust. What a package
+    needs trust for comes from its runtime and its files' bytes, never from its manifest."""
+    manifest = read_manifest(directory, manifest_sha256)
+    runtime = runtime_for(manifest)
+    files = verify_integrity(directory, manifest).model_view()
+    authenticated = manifest_sha256 is not None
+    need = judge_trust(runtime, files, manifest, sealed=authenticated)
+    grant = trust_grant(manifest, need, trusted=trusted, authenticated=authenticated)
     diffs = environment.compare(manifest.environment)
     errors = [d for d in diffs if d.level == "error"]
     if errors and not allow_env_mismatch:
@@ -255,13 +289,22 @@ def load_package(directory: Path, *, verify: bool = True, allow_env_mismatch: bo
         if d.level != "info":
             warnings.warn(f"{manifest.ref}: {d}", EnvironmentWarning, stacklevel=2)
     try:
-        loaded = runtime.load(directory / MODEL_DIR, manifest.runtime.info)
+        loaded = runtime.load(files, manifest.runtime.info, grant)
     except ShipmlError:
         raise
     except Exception as exc:  # a framework's own error: translate it here, at the boundary
         raise ManifestError(f"{manifest.ref}: the {runtime.name} runtime could not load its artefact"
-                            f" ({type(exc).__name__}: {exc})") from exc
+                            f" ({one_line(exc)})") from exc
     model = LoadedModel(directory, manifest, loaded, diffs)
     if verify:
-        model.verify_golden()
+        try:
+            model.verify_golden()
+        except ShipmlError:
+            raise
+        except Exception as exc:  # the model itself failed on its golden inputs
+            raise ReproducibilityError(f"{manifest.ref} failed on its golden sample ({one_line(exc)})") from exc
     return model
+
+
+__all__ = ["PERMISSIVE", "EnvironmentWarning", "LoadedModel", "Prediction", "ValidationReport", "compare_outputs",
+           "judge_trust", "load_package", "one_line", "runtime_for", "sha256_file", "trust_grant", "verify_integrity"]

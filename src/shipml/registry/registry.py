@@ -19,7 +19,6 @@ malformed file is a one-line :class:`~shipml.errors.RegistryCorrupt` naming it (
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -270,16 +269,29 @@ class Registry:
             manifest = build_package(model, staging, name, sample, options or BuildOptions())
             return self._commit(staging, manifest, version)
 
-    def add_package(self, directory: Path, name: str | None = None, version: str | None = None) -> ModelVersion:
-        """Copy an existing package directory (an export, or another registry's version) in as a new version."""
-        manifest = read_manifest(directory)
-        load_package(directory, verify=False)  # integrity, trust and environment checks before it gets in
-        name = check_name(name or manifest.name)
+    def add_package(self, directory: Path, name: str | None = None, version: str | None = None, *,
+                    trusted: bool = False, tags: dict[str, str] | None = None,
+                    description: str | None = None) -> ModelVersion:
+        """Copy a package directory (an export, or another registry's version) in as a new version.
+
+        Nothing in its manifest is trusted: its files are verified, it is loaded and its golden sample re-run from
+        a private copy, and a package whose runtime or files need trust is refused unless ``trusted``. The new
+        version records the trust decision made now and the artefacts really copied. ``tags`` are added to its
+        own; ``description`` replaces its own."""
+        from shipml.package.admit import admit_package
+
+        if name is not None:
+            check_name(name)
+        if version is not None:
+            version = str(Version.parse(version))
         with self._files.staging() as staging:
             target = staging / "pkg"
-            shutil.copytree(directory, target)
-            (target / MANIFEST).unlink()
-            return self._commit(target, manifest.model_copy(update={"name": name}), version)
+            manifest = admit_package(directory, target, trusted=trusted)
+            update: dict[str, Any] = {"name": check_name(name or manifest.name),
+                                      "tags": {**manifest.tags, **(tags or {})}}
+            if description is not None:
+                update["description"] = description
+            return self._commit(target, manifest.model_copy(update=update), version)
 
     def _commit(self, staging: Path, manifest: Manifest, version: str | None) -> ModelVersion:
         """Number, seal and move into place the package in ``staging``: the manifest's sha256 goes into the

@@ -8,6 +8,11 @@ it back as a :class:`Loaded`, which predicts on a batch given in the form it ask
 
 Every runtime stamps ``name`` and ``api_version`` into the manifest; loading refuses a package saved by another
 runtime or by an API version it does not know.
+
+Trust is the runtime's to judge, from the bytes of its files and never from the manifest: ``trust_needed`` says
+what loading the files can do beyond reading data (run code chosen by the file, or load types that only trust
+admits), and ``load`` refuses whatever its :class:`Grant` does not cover. A runtime opens its files only through
+:class:`ModelFiles`: each one listed in the manifest and checked against its sha256 as it is read.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+from shipml.errors import UnsafeModelError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,6 +51,75 @@ class Saved:
     trusted: bool = False
     trusted_types: list[str] = field(default_factory=list)
     task: Literal["classification", "regression", "other"] | None = None
+
+
+class ModelFiles(Protocol):
+    """The files of a package's model directory that a runtime may open: each is covered by an artefact entry of
+    the manifest and verified against its sha256 as it is read. Names are relative POSIX paths (``model.skops``,
+    ``code/pkg/mod.py``)."""
+
+    def names(self) -> list[str]:
+        """Every file name the manifest lists under the model directory, sorted."""
+        ...
+
+    def read_bytes(self, name: str) -> bytes:
+        """The verified bytes of ``name``; IntegrityError when no artefact entry covers it or it changed."""
+        ...
+
+    def directory(self) -> Path:
+        """The model directory itself, verified as a whole, for a runtime that must hand a path to code the user
+        trusts (pyfunc imports its code and passes its artefacts by path)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrustNeed:
+    """What loading a model's files needs the user's trust for, read from the runtime and the files' bytes.
+
+    ``runs_code``: the runtime runs code chosen by the file (pickle, pyfunc) - trust, whatever else.
+    ``types``: the types the file asks to load that only trust admits (skops). ``reason``: why, in words."""
+
+    runs_code: bool = False
+    types: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.runs_code or bool(self.types)
+
+    def describe(self) -> str:
+        if self.reason:
+            return self.reason
+        if self.runs_code:
+            return "runs code when it is loaded"
+        return "asks to load types only trust admits: " + ", ".join(self.types)
+
+
+NOTHING_NEEDED = TrustNeed()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The trust one load was given. ``everything``: the user said so (``trusted=True``, ``--trust``); else
+    ``code`` and ``types`` as recorded in an authenticated manifest. ``sealed``: the files are what shipml itself
+    wrote (at save, or hash-checked against a manifest the registry authenticated), not bytes from elsewhere."""
+
+    everything: bool = False
+    code: bool = False
+    types: frozenset[str] = frozenset()
+    sealed: bool = False
+
+    def covers(self, need: TrustNeed) -> bool:
+        if self.everything:
+            return True
+        return (self.code or not need.runs_code) and set(need.types) <= self.types
+
+
+def refuse_unless_granted(grant: Grant, need: TrustNeed, what: str) -> None:
+    """Raise UnsafeModelError when ``grant`` does not cover ``need`` (``what`` names the file or runtime)."""
+    if not grant.covers(need):
+        raise UnsafeModelError(f"{what} {need.describe()}, and trust was not granted for it",
+                               list(need.types) or [what])
 
 
 @runtime_checkable
@@ -76,7 +152,15 @@ class Runtime(Protocol):
 
     def save(self, model: Any, directory: Path, context: SaveContext) -> Saved: ...
 
-    def load(self, directory: Path, info: dict[str, Any]) -> Loaded: ...
+    def trust_needed(self, files: ModelFiles, *, sealed: bool) -> TrustNeed:
+        """What loading ``files`` needs trust for, judged from the runtime and the files' bytes (``sealed``: the
+        files are what shipml wrote). Never reads the manifest."""
+        ...
+
+    def load(self, files: ModelFiles, info: dict[str, Any], grant: Grant) -> Loaded:
+        """The model in ``files``; refuses (UnsafeModelError) whatever ``grant`` does not cover. ``info`` comes
+        from the manifest: facts for predicting, never a reason to trust anything."""
+        ...
 
 
 def is_instance_of(model: Any, module_prefix: str, *class_names: str) -> bool:

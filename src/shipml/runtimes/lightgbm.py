@@ -15,7 +15,17 @@ import numpy as np
 
 from shipml._optional import import_optional
 from shipml.errors import SchemaError, UnsupportedModelError
-from shipml.runtimes.base import InputFormat, SaveContext, Saved, binary_proba, is_instance_of
+from shipml.runtimes.base import (
+    NOTHING_NEEDED,
+    Grant,
+    InputFormat,
+    ModelFiles,
+    SaveContext,
+    Saved,
+    TrustNeed,
+    binary_proba,
+    is_instance_of,
+)
 
 if TYPE_CHECKING:
     from shipml.runtimes.lightgbm_compiled import CompiledLightGBM
@@ -149,8 +159,11 @@ class LightGBMRuntime:
                      task="classification" if kind == "classifier" else "regression" if kind == "regressor"
                      else "other")
 
-    def load(self, directory: Path, info: dict[str, Any]) -> LightGBMLoaded:
-        booster = _lgb().Booster(model_str=(directory / FILE).read_text(encoding="utf-8"))
+    def trust_needed(self, files: ModelFiles, *, sealed: bool) -> TrustNeed:
+        return NOTHING_NEEDED  # a text model: LightGBM parses it, nothing in it runs
+
+    def load(self, files: ModelFiles, info: dict[str, Any], grant: Grant) -> LightGBMLoaded:
+        booster = _lgb().Booster(model_str=files.read_bytes(FILE).decode("utf-8"))
         return LightGBMLoaded(booster, info)
 
 

@@ -19,7 +19,16 @@ import pandas as pd
 
 from shipml._optional import import_optional
 from shipml.errors import SchemaError, UnsupportedModelError
-from shipml.runtimes.base import InputFormat, SaveContext, Saved, is_instance_of
+from shipml.runtimes.base import (
+    NOTHING_NEEDED,
+    Grant,
+    InputFormat,
+    ModelFiles,
+    SaveContext,
+    Saved,
+    TrustNeed,
+    is_instance_of,
+)
 
 FILE = "model.onnx"
 
@@ -242,8 +251,11 @@ class OnnxRuntime:
             raise SchemaError(f"the model gives {k} probability columns but {len(chosen)} classes: {chosen}")
         return chosen
 
-    def load(self, directory: Path, info: dict[str, Any]) -> OnnxLoaded:
-        data = (directory / FILE).read_bytes()
+    def trust_needed(self, files: ModelFiles, *, sealed: bool) -> TrustNeed:
+        return NOTHING_NEEDED  # a graph of standard operators run by onnxruntime (no custom-op library is loaded)
+
+    def load(self, files: ModelFiles, info: dict[str, Any], grant: Grant) -> OnnxLoaded:
+        data = files.read_bytes(FILE)
         if info.get("zipmap"):
             data, _ = _without_zipmap(data, info["zipmap"])
         return OnnxLoaded(_session(data, int(info.get("intra_op_num_threads", 1))), info)

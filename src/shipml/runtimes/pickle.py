@@ -1,7 +1,8 @@
 """Any Python object with ``predict``, pickled with cloudpickle (or given as a pickle/joblib file).
 
-Loading a pickle runs code chosen by whoever wrote the file, so this runtime is used only when the user says the
-model is trusted; the manifest records that trust (who, when) and the sha256 of the file that was trusted.
+Loading a pickle runs code chosen by whoever wrote the file, so this runtime always needs trust, whatever a
+manifest says: the user's own (``trusted=True``, ``--trust``), or the trust recorded in a manifest the registry
+authenticated (who, when), covering the sha256 of the file that was trusted.
 """
 
 from __future__ import annotations
@@ -12,14 +13,25 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from shipml.errors import UnsafeModelError
-from shipml.runtimes.base import InputFormat, SaveContext, Saved
+from shipml.errors import ManifestError, UnsafeModelError
+from shipml.runtimes.base import (
+    Grant,
+    InputFormat,
+    ModelFiles,
+    SaveContext,
+    Saved,
+    TrustNeed,
+    refuse_unless_granted,
+)
 
 FILE = "model.pkl"
+NEED = TrustNeed(runs_code=True, reason=f"is a pickle ({FILE}): loading it runs whatever code it holds")
 
 
 class PickleLoaded:
     def __init__(self, model: Any, info: dict[str, Any]) -> None:
+        if not callable(getattr(model, "predict", None)):
+            raise ManifestError(f"{FILE} holds a {type(model).__qualname__}, which has no predict method")
         self.model = model
         self.input_format: InputFormat = info.get("input_format", "frame")
         self.classes: list[Any] | None = info.get("classes")
@@ -62,10 +74,12 @@ class PickleRuntime:
         return Saved(files=[FILE], requirements=requirements, info=info, trusted=True,
                      trusted_types=[info["class"]], task="classification" if info["classes"] else None)
 
-    def load(self, directory: Path, info: dict[str, Any]) -> PickleLoaded:
-        with (directory / FILE).open("rb") as f:
-            model = pickle.load(f)
-        return PickleLoaded(model, info)
+    def trust_needed(self, files: ModelFiles, *, sealed: bool) -> TrustNeed:
+        return NEED
+
+    def load(self, files: ModelFiles, info: dict[str, Any], grant: Grant) -> PickleLoaded:
+        refuse_unless_granted(grant, NEED, "the model")
+        return PickleLoaded(pickle.loads(files.read_bytes(FILE)), info)
 
 
 RUNTIME = PickleRuntime()

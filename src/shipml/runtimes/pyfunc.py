@@ -45,7 +45,16 @@ import pandas as pd
 
 from shipml._optional import import_optional
 from shipml.errors import ManifestError, UnsafeModelError, UnsupportedModelError
-from shipml.runtimes.base import InputFormat, SaveContext, Saved, is_instance_of
+from shipml.runtimes.base import (
+    Grant,
+    InputFormat,
+    ModelFiles,
+    SaveContext,
+    Saved,
+    TrustNeed,
+    is_instance_of,
+    refuse_unless_granted,
+)
 
 SPEC_FILE = "pyfunc.json"
 CODE_DIR = "code"
@@ -54,6 +63,7 @@ PICKLE_FILE = "model.pkl"
 OPTIONS = frozenset({"code_paths", "artifacts", "requirements"})
 
 Mode = Literal["source", "installed", "cloudpickle"]
+NEED = TrustNeed(runs_code=True, reason="is a custom Python model (pyfunc): loading it runs its own code")
 
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 #: Imports from a package's code/ directory change sys.path and sys.modules for a moment: one at a time.
@@ -181,14 +191,21 @@ class PyfuncRuntime:
                      trusted=True, trusted_types=[kind],
                      task="classification" if has_proba and classes is not None else None)
 
-    def load(self, directory: Path, info: dict[str, Any]) -> PyfuncLoaded:
-        spec: dict[str, Any] = json.loads((directory / SPEC_FILE).read_text(encoding="utf-8"))
+    def trust_needed(self, files: ModelFiles, *, sealed: bool) -> TrustNeed:
+        return NEED
+
+    def load(self, files: ModelFiles, info: dict[str, Any], grant: Grant) -> PyfuncLoaded:
+        refuse_unless_granted(grant, NEED, "the model")
+        spec = json.loads(files.read_bytes(SPEC_FILE))
+        if not isinstance(spec, dict):
+            raise ManifestError(f"{SPEC_FILE} is not a JSON object")
+        directory = files.directory()
         code_dir = directory / CODE_DIR
         mode = spec.get("mode")
         if mode == "cloudpickle":
-            # pyfunc is always trusted explicitly, and the file's sha256 was checked before we get here
-            with _importing_from(code_dir), (directory / PICKLE_FILE).open("rb") as f:
-                model = pickle.load(f)
+            data = files.read_bytes(PICKLE_FILE)  # verified bytes: trusted, and checked against their sha256
+            with _importing_from(code_dir):
+                model = pickle.loads(data)
         elif mode in ("source", "installed"):
             if mode == "source":
                 with _importing_from(code_dir) as import_module:

@@ -18,7 +18,17 @@ import numpy as np
 
 from shipml._optional import import_optional
 from shipml.errors import SchemaError, UnsupportedModelError
-from shipml.runtimes.base import InputFormat, SaveContext, Saved, binary_proba, is_instance_of
+from shipml.runtimes.base import (
+    NOTHING_NEEDED,
+    Grant,
+    InputFormat,
+    ModelFiles,
+    SaveContext,
+    Saved,
+    TrustNeed,
+    binary_proba,
+    is_instance_of,
+)
 
 FILE = "model.ubj"
 
@@ -159,9 +169,12 @@ class XGBoostRuntime:
                      task="classification" if kind == "classifier" else "regression" if kind == "regressor"
                      else "other")
 
-    def load(self, directory: Path, info: dict[str, Any]) -> XGBoostLoaded:
+    def trust_needed(self, files: ModelFiles, *, sealed: bool) -> TrustNeed:
+        return NOTHING_NEEDED  # UBJSON: XGBoost parses it, nothing in it runs
+
+    def load(self, files: ModelFiles, info: dict[str, Any], grant: Grant) -> XGBoostLoaded:
         booster = _xgb().Booster()
-        booster.load_model(bytearray((directory / FILE).read_bytes()))
+        booster.load_model(bytearray(files.read_bytes(FILE)))
         # One thread per prediction: a server runs many requests in parallel (options: {"nthread": n}).
         booster.set_param({"nthread": int(info.get("nthread", 1))})
         return XGBoostLoaded(booster, info)
