@@ -80,8 +80,8 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def start_server(data: Path, http: str, port: int, limits: dict[str, Any],
-                 server: dict[str, Any]) -> subprocess.Popen[bytes]:
+def start_server(data: Path, http: str, port: int, limits: dict[str, Any], server: dict[str, Any],
+                 src: Path = ROOT / "src") -> subprocess.Popen[bytes]:
     spec = {"registry": str(data / "registry"), "endpoints": [{"name": "lgbm", "models": ["lgbm"]}],
             "server": {"host": "127.0.0.1", "port": port, "http": http, "access_log": False, "compile": "off",
                        **server}}
@@ -89,7 +89,7 @@ def start_server(data: Path, http: str, port: int, limits: dict[str, Any],
         spec["limits"] = limits
     path = data / f"spec-{port}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(src)}
     proc = subprocess.Popen([sys.executable, "-m", "shipml.cli", "serve", "--spec", str(path)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=(data / f"server-{port}.log").open("wb"))
     deadline = time.monotonic() + 60
@@ -229,7 +229,7 @@ def latency(results: list[tuple[str, str, float | None, int | None]], phase: str
 
 def run_backend(data: Path, http: str, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
-    proc = start_server(data, http, port, args.limits, args.server)
+    proc = start_server(data, http, port, args.limits, args.server, args.src)
     probe = Probe(port, (data / "body1.json").read_bytes(), proc.pid)
     probe.start()
     try:
@@ -302,6 +302,8 @@ def main() -> None:
                         help="a limits setting of the spec (repeatable)")
     parser.add_argument("--server", dest="server_opts", action="append", default=[], metavar="KEY=VALUE",
                         help="a server setting of the spec (repeatable)")
+    parser.add_argument("--src", type=Path, default=ROOT / "src",
+                        help="the shipml source tree to serve (another checkout's, to compare)")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()

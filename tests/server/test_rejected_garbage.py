@@ -134,7 +134,7 @@ def rejected(draw: st.DrawFn) -> tuple[str, str, bytes, str]:
     return "POST", path, body, content_type
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(request=rejected(), transport=st.sampled_from([through_rsgi, through_asgi]))
 def test_a_rejected_request_leaves_no_reference_cycle(served: tuple[ShipmlApp, asyncio.AbstractEventLoop],
                                                       request: tuple[str, str, bytes, str], transport: Any) -> None:
