@@ -27,6 +27,7 @@ from shipml.server.auth import TokenGate, TokenStore
 from shipml.server.rsgi import ShipmlRSGI, listen_address
 from tests.e2e.server_process import free_port
 from tests.e2e.slow_clients import read_until_closed
+from tests.server.test_rejected_garbage import close
 
 LIMIT = 2_000_000
 BODY_TIMEOUT_S = 1.0
@@ -109,7 +110,7 @@ def granian_server(app: ShipmlRSGI) -> Iterator[str]:
     finally:
         loop.call_soon_threadsafe(server.stop)
         thread.join()
-        loop.close()
+        close(loop)
 
 
 @pytest.fixture(scope="module")
