@@ -44,8 +44,14 @@ async def run(data: Path, rows: int, requests: int, callers: int) -> tuple[float
         proto, method, path = "http", "POST", "/predict"
         headers: ClassVar[dict[str, str]] = {"content-type": "application/json", "content-length": str(len(body))}
 
-    class Protocol:
+    class Protocol:  # the body came with the headers: granian has it whole
         async def __call__(self) -> bytes:
+            return body
+
+        def __aiter__(self) -> Protocol:
+            return self
+
+        async def __anext__(self) -> bytes:
             return body
 
         def response_bytes(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:

@@ -11,6 +11,7 @@
     ├── BadRequest                   (400) a request the server cannot read (not JSON, wrong shape)
     ├── ProtocolError                (400) a request that breaks the inference protocol's wire format
     ├── MethodNotAllowed             (405) a known route called with another method
+    ├── RequestTimeout               (408) a request body that did not all arrive in time
     ├── PayloadTooLarge              (413) a body over the byte limit
     │   └── TooManyRows              (413) a request over the row limit
     ├── UnsupportedMediaType         (415) a body that is not JSON (pickles included)
@@ -68,6 +69,7 @@ __all__ = [
     "ProtocolError",
     "RegistryCorrupt",
     "ReproducibilityError",
+    "RequestTimeout",
     "SchemaError",
     "ServiceUnavailable",
     "ShipmlError",
@@ -181,6 +183,10 @@ class MethodNotAllowed(ShipmlError):
     def __init__(self, message: str, allow: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.allow = allow
+
+
+class RequestTimeout(ShipmlError):
+    status = 408
 
 
 class PayloadTooLarge(ShipmlError):

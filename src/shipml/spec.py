@@ -67,6 +67,18 @@ class LimitsSpec(_Strict):
     max_rows: int = Field(10_000, ge=1)
     max_queue: int = Field(2048, ge=1, description="requests waiting per model before 503")
     request_timeout_ms: float = Field(5000, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description=(
+        "longest a connection may take to send a request's headers, counted from its opening or from the previous"
+        " answer on it (so also how long an idle keep-alive connection stays open); then it is closed. Keep it"
+        " above the idle timeout of the clients and load balancers in front, so that they close idle connections"
+        " first"))
+    body_timeout_s: float = Field(10.0, gt=0, le=3600, description=(
+        "longest a request's body may take to arrive once the server starts reading it; then 408 and the"
+        " connection is closed"))
+    max_connections: int = Field(4096, ge=16, le=1_000_000, description=(
+        "open connections per worker at most (lowered to what the process's open-files limit allows, with a"
+        " warning). granian accepts no more until one closes; uvicorn answers a request on a connection past the"
+        " cap with 503 and closes it"))
 
 
 class InputPolicySpec(_Strict):

@@ -21,22 +21,27 @@ from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server
 
-from shipml.errors import ConflictError, PayloadTooLarge
+from shipml.errors import ConflictError, PayloadTooLarge, RequestTimeout
 from shipml.server import http
 from shipml.server.auth import TokenGate, TokenStore
 from shipml.server.rsgi import ShipmlRSGI, listen_address
 from tests.e2e.server_process import free_port
+from tests.e2e.slow_clients import read_until_closed
+from tests.server.test_rejected_garbage import close
 
-LIMIT = 2_000_000  # above WHOLE_BODY_MAX: a declared body may be streamed
+LIMIT = 2_000_000
+BODY_TIMEOUT_S = 1.0
 
 
 class Probe:
     """A stand-in for ShipmlApp.respond: answers with what it was given. ``/fail`` raises; ``seen`` records
-    how each request ended (``disconnected``, ``too large``, ``answered``)."""
+    how each request ended (``disconnected``, ``too large``, ``timed out``, ``answered``)."""
 
     def __init__(self) -> None:
         self.seen: list[str] = []
         self.done = threading.Event()
+        self.draining = False
+        self.read_deadlines = http.ReadDeadlines(BODY_TIMEOUT_S)
 
     async def respond(self, request: http.Request) -> http.Reply | None:
         if request.path == "/fail":
@@ -47,9 +52,9 @@ class Probe:
             self.seen.append("disconnected")
             self.done.set()
             return None
-        except PayloadTooLarge as exc:
-            self.seen.append("too large")
-            return http.Reply(413, orjson.dumps({"error": str(exc)}))
+        except (PayloadTooLarge, RequestTimeout) as exc:
+            self.seen.append("too large" if exc.status == 413 else "timed out")
+            return http.Reply(exc.status, orjson.dumps({"error": str(exc)}))
         self.seen.append("answered")
         names = ("content-type", "x-multi", "x-token", "missing")
         answer = {"method": request.method, "path": request.path, "size": len(body), "token_id": request.token_id,
@@ -74,7 +79,7 @@ def uvicorn_server(probe: Probe) -> Iterator[str]:
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        reply = await probe.respond(http.AsgiRequest(scope, receive))
+        reply = await probe.respond(http.AsgiRequest(scope, receive, probe.read_deadlines))
         if reply is not None:
             await http.send_asgi(send, reply)
 
@@ -105,7 +110,7 @@ def granian_server(app: ShipmlRSGI) -> Iterator[str]:
     finally:
         loop.call_soon_threadsafe(server.stop)
         thread.join()
-        loop.close()
+        close(loop)
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +173,43 @@ def test_a_client_gone_mid_body_is_a_disconnect(servers: dict[str, str], probe: 
             time.sleep(0.2)
         assert probe.done.wait(5), length
         assert probe.seen[-1] == "disconnected"
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 100000\r\n\r\n" + b"z" * 10,
+                                     b"Transfer-Encoding: chunked\r\n\r\na\r\n" + b"z" * 10 + b"\r\n"])
+def test_a_body_not_all_sent_by_its_deadline_gets_408_and_its_connection_closed(servers: dict[str, str],
+                                                                                 probe: Probe, framing: bytes) -> None:
+    for name, url in servers.items():
+        with socket.create_connection(("127.0.0.1", httpx.URL(url).port)) as sock:
+            sock.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\n" + framing)
+            started = time.monotonic()
+            answer, closed = read_until_closed(sock, BODY_TIMEOUT_S + 5)
+            waited = time.monotonic() - started
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), (name, answer)
+        assert b"\r\nconnection: close" in head.lower(), name
+        assert orjson.loads(body)["error"] == "the request body did not arrive within 1 s", name
+        assert closed, name
+        assert waited >= BODY_TIMEOUT_S - 0.05, name
+        assert probe.seen[-1] == "timed out"
+    assert probe.read_deadlines.reading == 0
+
+
+def test_answers_while_draining_close_their_connection_under_granian(servers: dict[str, str], probe: Probe) -> None:
+    with socket.create_connection(("127.0.0.1", httpx.URL(servers["granian"]).port)) as sock:
+        request = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
+        sock.sendall(request)
+        sock.settimeout(5)
+        first = sock.recv(65536)
+        assert b"connection: close" not in first.lower()
+        probe.draining = True
+        try:
+            sock.sendall(request)
+            answer, closed = read_until_closed(sock, 5)
+        finally:
+            probe.draining = False
+    assert answer.startswith(b"HTTP/1.1 201 ") and b"\r\nconnection: close\r\n" in answer.lower()
+    assert closed
 
 
 def test_the_token_gate_under_granian(tmp_path: Path) -> None:

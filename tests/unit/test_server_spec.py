@@ -38,3 +38,15 @@ def test_serve_http_option_overrides_the_spec(tmp_path: Path) -> None:
     assert yaml.safe_load(overridden.output)["server"] == {**yaml.safe_load(kept.output)["server"], "http": "uvicorn"}
     unknown = runner.invoke(cli, ["serve", "churn", "--http", "hypercorn", "--check"])
     assert unknown.exit_code == 2 and "'hypercorn' is not one of 'uvicorn', 'granian'" in unknown.output
+
+
+def test_connection_limits_have_defaults_and_refuse_what_cannot_work() -> None:
+    limits = parse_spec({"endpoints": ENDPOINTS}).limits
+    assert (limits.header_timeout_s, limits.body_timeout_s, limits.max_connections) == (10.0, 10.0, 4096)
+    for field, value, message in [("header_timeout_s", 0, "greater than 0"), ("body_timeout_s", -1, "greater than 0"),
+                                  ("max_connections", 8, "greater than or equal to 16"),
+                                  ("header_timeout_s", "soon", "valid number")]:
+        with pytest.raises(SpecError) as caught:
+            parse_spec({"endpoints": ENDPOINTS, "limits": {field: value}}, "shipml.yaml")
+        assert str(caught.value).startswith(f"shipml.yaml is invalid: limits.{field}: ")
+        assert message in str(caught.value)

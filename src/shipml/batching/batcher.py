@@ -117,7 +117,10 @@ class AdaptiveBatcher(Generic[T, R]):
             self._expiry = loop.call_later(max(0.0, deadline - time.monotonic()), self._expire)
         assert self._wakeup is not None
         self._wakeup.set()
-        return await future
+        try:
+            return await future
+        finally:
+            del future  # the future holds its exception, whose traceback holds this frame: no reference cycle
 
     def _expire(self, granularity_s: float = 0.005) -> None:
         """Answer every request past its deadline (the timer fired), then re-arm for the earliest one left - at

@@ -115,6 +115,7 @@ class ShipmlApp:
         limits = spec.limits
         self.max_body = limits.max_body_bytes
         self.timeout_s = limits.request_timeout_ms / 1000.0
+        self.read_deadlines = http.ReadDeadlines(limits.body_timeout_s)
         # Dispatch tables built from the one route table (server/routes.py): handler and metrics label per route.
         v2_routes = V2Routes(self)
         self.fixed: dict[tuple[str, str], tuple[Handler, str]] = {}
@@ -248,7 +249,7 @@ class ShipmlApp:
 
     # -- dispatch ------------------------------------------------------------------------------------------
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        reply = await self.respond(http.AsgiRequest(scope, receive))
+        reply = await self.respond(http.AsgiRequest(scope, receive, self.read_deadlines))
         if reply is not None:
             await http.send_asgi(send, reply)
 

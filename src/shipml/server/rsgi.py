@@ -20,6 +20,11 @@ What granian does differently from uvicorn, as found by test (granian 2.8):
   kernel spreads connections over them. :func:`listen_address` checks the port first, so a second server on a
   port in use fails instead of silently taking part of its traffic.
 - Responses carry ``server: granian`` and ``date`` headers; granian sets Content-Length itself.
+- Against slow clients: hyper's header read timeout (``limits.header_timeout_s``; its clock also runs while a
+  keep-alive connection is idle, so it is the idle timeout too) closes the connection; granian's
+  ``backpressure`` is the cap on open connections (``limits.max_connections``); the body deadline is
+  :class:`~shipml.server.http.ReadDeadlines` (408). An answer with ``Connection: close`` (while draining, and
+  every 408) makes hyper close its connection after it.
 """
 
 from __future__ import annotations
@@ -46,23 +51,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shipml.server")
 
-#: A body with a Content-Length up to this size is read in one call; longer or chunked bodies arrive chunk by
-#: chunk, so the read stops (413) as soon as the limit is passed, before the whole body is in memory.
-WHOLE_BODY_MAX = 1 << 20
 _INTERNAL_ERROR = http.Reply(500, b"Internal Server Error", content_type="text/plain; charset=utf-8")
 
 
 class RsgiRequest:
-    """A :class:`~shipml.server.http.Request` over an RSGI scope and protocol."""
+    """A :class:`~shipml.server.http.Request` over an RSGI scope and protocol; ``deadlines``: the body deadline.
 
-    __slots__ = ("headers", "method", "path", "protocol", "token_id")
+    The body is read chunk by chunk, each one copied out of granian as it comes, and the read stops at the
+    declared Content-Length (one call for a body that came with its headers, as fast as granian's whole-body
+    read). granian's whole-body read keeps every chunk as hyper read it, and each read of a slow client pins a
+    buffer of 8 KB: a body sent a byte a second held ~120 KB after 15 s, and ~2,000 such clients ~250 MB."""
 
-    def __init__(self, scope: Scope, protocol: HTTPProtocol) -> None:
+    __slots__ = ("deadlines", "headers", "method", "path", "protocol", "token_id")
+
+    def __init__(self, scope: Scope, protocol: HTTPProtocol, deadlines: http.ReadDeadlines | None = None) -> None:
         self.protocol = protocol
         self.headers = scope.headers
         self.method: str = scope.method
         self.path: str = scope.path
         self.token_id: str | None = None
+        self.deadlines = deadlines
 
     def header(self, name: str) -> str | None:
         value: str | None = self.headers.get(name)
@@ -70,29 +78,39 @@ class RsgiRequest:
 
     async def body(self, limit: int) -> bytes:
         length = http.check_length(self.headers.get("content-length"), limit)
-        if length is not None and length <= WHOLE_BODY_MAX:
-            try:
-                return await self.protocol()
-            except RuntimeError as exc:  # RSGIProtocolClosed: the client went away mid-body
-                raise http.ClientDisconnected from exc
-        chunks: list[bytes] = []
+        if length == 0:
+            return b""
+        if self.deadlines is None:
+            return await self._read(length, limit)
+        return await self.deadlines.read(self._read(length, limit))
+
+    async def _read(self, length: int | None, limit: int) -> bytes:
+        first = b""
+        rest: bytearray | None = None
         size = 0
         stream = self.protocol.__aiter__()
-        while True:  # granian marks the end of the body (and a broken one) with empty chunks: skip them
+        while length is None or size < length:
             try:
                 chunk = await stream.__anext__()
             except StopAsyncIteration:
                 break
-            except RuntimeError as exc:
+            except RuntimeError as exc:  # RSGIProtocolClosed: the client went away
                 raise http.ClientDisconnected from exc
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise http.too_large(limit)
-                chunks.append(chunk)
+            if not chunk:  # granian marks the end of the body (and a broken one) with an empty chunk
+                continue
+            size += len(chunk)
+            if size > limit:
+                raise http.too_large(limit)
+            if rest is not None:
+                rest += chunk
+            elif first:
+                rest = bytearray(first)
+                rest += chunk
+            else:
+                first = chunk
         if length is not None and size < length:  # the stream ended early: the client went away
             raise http.ClientDisconnected
-        return b"".join(chunks)
+        return first if rest is None else bytes(rest)
 
 
 class ShipmlRSGI:
@@ -113,7 +131,7 @@ class ShipmlRSGI:
         if task is not None:
             self.inflight.add(task)
         try:
-            reply = await self._reply(scope, RsgiRequest(scope, protocol))
+            reply = await self._reply(scope, RsgiRequest(scope, protocol, self.app.read_deadlines))
         except Exception:
             log.exception("request %s %s failed", scope.method, scope.path)
             reply = _INTERNAL_ERROR
@@ -124,6 +142,8 @@ class ShipmlRSGI:
             headers = [("content-type", reply.content_type)]
             if reply.headers:
                 headers += reply.headers
+            if self.app.draining or http.closes_connection(reply.status):
+                headers.append(("connection", "close"))  # hyper closes the connection after this answer
             protocol.response_bytes(reply.status, headers, reply.body)
 
     async def _reply(self, scope: Scope, request: RsgiRequest) -> http.Reply | None:
@@ -199,10 +219,11 @@ class _Signals:
 async def _serve(spec: DeploymentSpec, address: str) -> int:
     """Serve until a signal says stop; the exit code."""
     from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server.embed import Server
 
-    from shipml.server.runner import build_parts
+    from shipml.server.runner import build_parts, connection_cap
 
     app, gate = build_parts(spec)
     signals = _Signals(app)
@@ -217,8 +238,13 @@ async def _serve(spec: DeploymentSpec, address: str) -> int:
         await app.shutdown()
         return 0
     rsgi = ShipmlRSGI(app, gate)
+    limits = spec.limits
+    # backpressure: connections served at once; past it granian accepts no more until one closes. Its default
+    # (the backlog, 2,048) let as many slow clients take every place, /healthz included.
+    http1 = HTTP1Settings(header_read_timeout=max(1, round(limits.header_timeout_s * 1000)), keep_alive=True)
     server = Server(rsgi, address=address, port=spec.server.port, interface=Interfaces.RSGI,
                     http=HTTPModes.http1, websockets=False, runtime_threads=1, backlog=2048,
+                    backpressure=connection_cap(limits.max_connections), http1_settings=http1,
                     log_level=LogLevels.error, log_dictconfig=_GRANIAN_LOGGING, log_access=False)
     serving = asyncio.get_running_loop().create_task(server.serve())
     await _first(serving, signals.stop.wait())

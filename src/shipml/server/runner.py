@@ -8,6 +8,10 @@ does it for uvicorn; ``rsgi.py`` does the same for granian.
 
 Several workers share one port: for uvicorn the parent binds the socket and passes it to each worker; granian
 binds every worker's socket with SO_REUSEPORT, so the parent only checks that the port is free.
+
+Against slow and numerous clients each worker has a header timeout, a body timeout and a cap on its open
+connections (``limits``): ``uvicorn_http.py`` adds them to uvicorn, ``rsgi.py`` sets granian's. The cap is
+lowered to what the open-files limit allows (:func:`connection_cap`), whose soft value is raised first.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -107,10 +112,47 @@ def build_parts(spec: DeploymentSpec, registry: Registry | None = None) -> tuple
                           open_docs=spec.auth.open_docs, on_refused=app.count_refused)
 
 
-def _config(asgi: Any, spec: DeploymentSpec) -> uvicorn.Config:
+#: Open files a worker keeps for itself besides its connections (model files, logs, metric files, pipes).
+FD_RESERVE = 256
+
+
+def connection_cap(max_connections: int) -> int:
+    """``max_connections``, or fewer when the process's open-files limit does not allow as many (a server that
+    runs out of descriptors fails every accept); the soft limit is raised towards the hard one first."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX: nothing to check
+        return max_connections
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return max_connections
+    cap = max(16, soft - FD_RESERVE)
+    log.warning("the open-files limit (%d) allows %d connections per worker, not the %d of limits.max_connections:"
+                " raise it (ulimit -n) to serve more", soft, cap, max_connections)
+    return cap
+
+
+def _config(asgi: Any, spec: DeploymentSpec, app: ShipmlApp | None = None) -> uvicorn.Config:
+    from shipml.server.uvicorn_http import ConnectionGuard, protocol_for
+
+    limits = spec.limits
+    protocol: Any = "httptools"
+    if app is not None:
+        guard = ConnectionGuard(limits.header_timeout_s, connection_cap(limits.max_connections),
+                                draining=lambda: app.draining)
+        protocol = protocol_for(guard)
     return uvicorn.Config(
-        asgi, host=spec.server.host, port=spec.server.port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, log_level="warning", timeout_graceful_shutdown=int(spec.server.graceful_timeout_s),
+        asgi, host=spec.server.host, port=spec.server.port, loop="uvloop", http=protocol, ws="none",
+        lifespan="on", access_log=False, log_level="warning",
+        timeout_graceful_shutdown=int(spec.server.graceful_timeout_s),
+        # idle keep-alive connections are closed by the header timeout; uvicorn's own timer never before it
+        timeout_keep_alive=math.ceil(limits.header_timeout_s),
         server_header=False, date_header=False, log_config=None,
         proxy_headers=False,  # client addresses are not used; X-Forwarded-* is left to the proxy in front
     )
@@ -120,11 +162,19 @@ def _run_uvicorn(spec: DeploymentSpec, sock: socket.socket | None) -> None:
     configure_logging()
     tune_gc()
     app, asgi = build_app(spec)
-    server = DrainingServer(_config(asgi, spec), app, spec.server.drain_delay_s)
+    server = DrainingServer(_config(asgi, spec, app), app, spec.server.drain_delay_s)
     server.run(sockets=[sock] if sock is not None else None)
 
 
+#: granian's Rust side allocates with jemalloc, which returns freed memory to the system only while it keeps
+#: allocating - unless a background thread does it: after 2,500 slow clients had gone, an idle granian worker
+#: kept ~50 MB of their buffers without it, ~9 MB with it. Read once, when granian's native module loads.
+JEMALLOC_CONF = ("_RJEM_MALLOC_CONF", "background_thread:true")
+
+
 def _run_granian(spec: DeploymentSpec, address: str | None) -> None:
+    name, value = JEMALLOC_CONF
+    os.environ.setdefault(name, value)  # an operator's own setting wins
     from shipml.server.rsgi import serve_granian
 
     configure_logging()
