@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shipml.errors import ConflictError, RegistryCorrupt
-from shipml.registry.local import fsync_dir, fsync_tree
+from shipml.registry.local import fsync_dir, fsync_tree, write_atomic
 
 STAGING = ".staging"
 LOCK = ".lock"
@@ -154,17 +154,7 @@ class RegistryFiles:
         found = self.check(path)
         if found is not None and not stat.S_ISREG(found.st_mode):
             raise RegistryCorrupt(f"registry entry {self.rel(path)} is not a regular file")
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(path.parent)
+        write_atomic(path, data)  # its temp file is made with O_EXCL, which never follows a link
 
     # -- locking -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
