@@ -122,3 +122,23 @@ def test_a_rejects_file_only_when_rows_are_rejected(lgb_model: Saved, tmp_path: 
     assert report.rejects == tmp_path / "out.rejects.csv"
     assert pd.read_csv(report.rejects)["_row"].tolist() == [7]
     assert report.summary().splitlines()[-1] == f"rejects: {tmp_path / 'out.rejects.csv'} (1 row)"
+
+
+def test_json_lines_with_nan_and_infinity_read_as_the_server_reads_them(lgb_model: Saved, tmp_path: Path) -> None:
+    """Python's json writes NaN, Infinity and -Infinity: a JSON-lines file of such rows is read as the server
+    reads a body (NaN is a missing value; an infinity is a float), not rejected as invalid JSON - also when a
+    broken line sends its part down the line-by-line path."""
+    frame = numeric_frame(50)
+    lines = frame.to_json(orient="records", lines=True).splitlines()
+    lines[3] = "{not json"
+    lines[7] = '{"id": 7, "x0": NaN, "x1": 0.1, "x2": 0.2, "x3": 0.3}'
+    lines[8] = '{"id": 8, "x0": Infinity, "x1": -Infinity, "x2": 0.2, "x3": 0.3}'
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n")
+    report = predict_file("lgb", jsonl, tmp_path / "out.parquet", registry=lgb_model.registry, keep_columns=["id"],
+                          workers=1, quiet=True)
+    assert report.rows_read == 50
+    rejects = read(report.rejects)
+    assert rejects[rejects["_rule"] == "parse"]["_row"].tolist() == [3]  # only the broken line is "invalid JSON"
+    scored = set(pd.read_parquet(tmp_path / "out.parquet")["id"])
+    assert 8 in scored  # infinities are floats (out of the training range: a warning, not a rejection)

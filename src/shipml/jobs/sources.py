@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from shipml.errors import NotFoundError, SchemaError
 from shipml.jobs.spec import REJECT_COLUMNS, InputFormat, PartSpec
 from shipml.package.signature import ColumnSpec, Signature
+from shipml.protocol import json_body
 
 SUFFIXES: dict[str, InputFormat] = {
     ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -364,8 +365,8 @@ def _read_jsonl_slowly(data: bytes, signature: Signature, keep: Sequence[str], c
         if not line.strip():
             continue
         try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            value = json_body.loads(line)  # NaN and the infinities as Python's json writes them, as the server
+        except json_body.JSONBodyError as exc:
             unparsed.append((row, line.decode("utf-8", "replace"), f"invalid JSON: {exc}"))
         else:
             if isinstance(value, dict):

@@ -54,12 +54,17 @@ def categorical_profile(values: Any) -> dict[str, Any]:
     }
 
 
+_TICKS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
 def feature_profile(spec: ColumnSpec, column: pd.Series) -> dict[str, Any]:
     if spec.dtype in ("int", "float"):
         return numeric_profile(pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
     if spec.dtype == "datetime":
         stamps = pd.to_datetime(column, errors="coerce")
-        seconds = stamps.astype("int64").to_numpy(dtype=np.float64) / 1e9
+        # ticks of the column's own unit (pandas 3 makes microseconds by default, not nanoseconds), UTC for an aware one
+        ticks = stamps.astype("int64").to_numpy(dtype=np.float64)
+        seconds = ticks / _TICKS_PER_SECOND[stamps.dt.unit]
         seconds[stamps.isna().to_numpy()] = np.nan
         return {**numeric_profile(seconds), "unit": "epoch_seconds"}
     return categorical_profile(column)
