@@ -65,6 +65,7 @@ class ModelRunner:
         self.dense = dense_signature(model.signature)
         self._getter = record_getter(self.names)
         self.compile_status = "pending"  # then set by the server (server/compiled.py)
+        self.active = 0  # requests holding this runner now (the model repository unloads it only at zero)
         self.batcher: AdaptiveBatcher[Request, Outcome] = AdaptiveBatcher(
             self._process, name=model.ref, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms,
             max_queue=max_queue, on_batch=on_batch)

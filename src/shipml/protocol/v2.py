@@ -390,7 +390,8 @@ def _requested_outputs(raw: Any, parameters: Mapping[str, Any],
 
 def encode_infer_response(model_name: str, model_version: str, request_id: str | None,
                           outputs: dict[str, np.ndarray],
-                          binary: Set[str] = frozenset()) -> tuple[bytes, int | None]:
+                          binary: Set[str] = frozenset(),
+                          parameters: dict[str, Any] | None = None) -> tuple[bytes, int | None]:
     """The response body, and the length of its JSON header when any output is sent as binary (else None).
 
     Outputs named in ``binary`` follow the JSON object as binary data, in the order of ``outputs``; the server
@@ -413,6 +414,8 @@ def encode_infer_response(model_name: str, model_version: str, request_id: str |
         doc["model_version"] = model_version
     if request_id is not None:
         doc["id"] = request_id
+    if parameters:
+        doc["parameters"] = parameters
     doc["outputs"] = described
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
