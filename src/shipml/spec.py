@@ -16,16 +16,29 @@ Example::
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shipml._paths import absolute
 from shipml.errors import ShipmlError, SpecError
 from shipml.package.validation import InputPolicy
 from shipml.registry.names import Ref, check_name
+from shipml.release.router import KeySource
 
 SPEC_VERSION = 1
 
@@ -100,10 +113,163 @@ class AuthSpec(_Strict):
         " ranges); by default they need a token of any scope"))
 
 
+_VARIANT = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+RESERVED_VARIANTS = frozenset({"stable", "canary", "fallback", "default", "shadow"})
+
+
+def _ref(value: object) -> str:
+    """``value`` if it is a model ref ``Ref.parse`` reads, else a ValueError (pydantic adds the field's place)."""
+    if not isinstance(value, str):
+        raise ValueError(f"a model ref must be a string such as 'churn:1.2.0', not {type(value).__name__}")
+    try:
+        Ref.parse(value)
+    except ShipmlError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
+ModelRef = Annotated[str, BeforeValidator(_ref)]
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ABSpec(_Strict):
+    """An A/B test: requests split between named variants by weight, sticky by a key of the request."""
+
+    key: str | None = Field(None, description=(
+        "where a request's routing key is: 'header:NAME' or 'field:NAME' (top level of the body, first record of"
+        " instances, first value of inputs[NAME]); the same key always gets the same variant. A request without"
+        " one gets a random variant; no key at all: every request does"))
+    variants: dict[str, ModelRef] = Field(description="variant name -> model ref")
+    weights: dict[str, _Finite] | None = Field(None, description=(
+        "variant name -> share (>= 0, any positive total, not necessarily 100); default: equal shares"))
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                KeySource.parse(v)
+            except ShipmlError as exc:
+                raise ValueError(str(exc)) from exc
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) < 2:
+            raise ValueError(f"an A/B test needs at least two variants, got {len(v)}")
+        for name in v:
+            if not _VARIANT.fullmatch(name):
+                raise ValueError(f"invalid variant name {name!r}: use 1-64 letters, digits, '_' or '-', starting"
+                                 " with a letter")
+            if name.lower() in RESERVED_VARIANTS:
+                raise ValueError(f"variant name {name!r} is reserved (reserved: "
+                                 f"{', '.join(sorted(RESERVED_VARIANTS))})")
+        return v
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _numbers(cls, v: object) -> object:
+        if isinstance(v, dict):
+            for name, weight in v.items():
+                if isinstance(weight, bool) or not isinstance(weight, int | float):
+                    raise ValueError(f"the weight of {name!r} must be a number, not {weight!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _weights(self) -> ABSpec:
+        if self.weights is None:
+            return self
+        if set(self.weights) != set(self.variants):
+            missing = sorted(set(self.variants) - set(self.weights))
+            extra = sorted(set(self.weights) - set(self.variants))
+            parts = ([f"no weight for {', '.join(missing)}"] if missing else []) + (
+                [f"weights for unknown variants {', '.join(extra)}"] if extra else [])
+            raise ValueError(f"weights must name the same variants as variants: {'; '.join(parts)}")
+        negative = sorted(n for n, w in self.weights.items() if w < 0)
+        if negative:
+            raise ValueError(f"weights must be >= 0: {', '.join(f'{n}={self.weights[n]:g}' for n in negative)}")
+        if math.fsum(self.weights.values()) <= 0:
+            raise ValueError("weights must have a positive sum (all are 0: no variant would get any request)")
+        return self
+
+    def weights_by_name(self) -> dict[str, float]:
+        """Each variant's weight (equal weights when none are given)."""
+        return dict(self.weights) if self.weights is not None else dict.fromkeys(self.variants, 1.0)
+
+
+class ShadowSpec(_Strict):
+    """A model that gets a copy of a share of the requests after the response is sent; its answers are compared
+    with the primary's, never returned."""
+
+    model: ModelRef
+    fraction: float = Field(1.0, gt=0, le=1, description="share of the requests copied to it, in (0, 1]")
+
+
+class DefaultAnswerSpec(_Strict):
+    """A constant answer: the last resort of a fallback chain."""
+
+    prediction: bool | int | float | str = Field(description="a JSON scalar: a string, a number or a boolean")
+    probabilities: list[float] | None = Field(None, min_length=1, description="numbers in [0, 1]")
+
+    @field_validator("prediction", mode="before")
+    @classmethod
+    def _scalar(cls, v: object) -> object:
+        if not isinstance(v, bool | int | float | str):
+            shown = "null" if v is None else type(v).__name__
+            raise ValueError(f"the default prediction must be a string, a number or a boolean, not {shown}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"the default prediction must be a finite number, not {v!r}")
+        return v
+
+    @field_validator("probabilities")
+    @classmethod
+    def _unit(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            bad = [p for p in v if not 0.0 <= p <= 1.0]  # NaN included
+            if bad:
+                raise ValueError(f"probabilities must be numbers in [0, 1], not {bad[0]!r}")
+        return v
+
+
+class DefaultSpec(_Strict):
+    default: DefaultAnswerSpec
+
+
+_FALLBACK_TAGS = ("fallback-ref", "fallback-default")
+
+
+def _fallback_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "fallback-ref"
+    if isinstance(value, dict | DefaultSpec):
+        return "fallback-default"
+    return None
+
+
+FallbackSpec = Annotated[Annotated[ModelRef, Tag("fallback-ref")] | Annotated[DefaultSpec, Tag("fallback-default")],
+                         Discriminator(_fallback_kind, custom_error_type="fallback",
+                                       custom_error_message="a fallback must be a model ref (a string) or"
+                                                            " {default: {prediction: ...}}")]
+
+
+def _listed(value: object) -> object:
+    """A single item where a list is expected, as a list of one."""
+    return [value] if isinstance(value, dict | str) else value
+
+
 class EndpointSpec(_Strict):
     name: str
     models: list[str] = Field(min_length=1)
     batching: BatchingSpec | None = None
+    follow: bool = Field(True, description=(
+        "follow the aliases among the refs while serving (a moved alias is loaded and switched to, a canary of it"
+        " gets its share); false: serve what they resolved to at start"))
+    ab: ABSpec | None = None
+    shadow: Annotated[list[ShadowSpec], BeforeValidator(_listed)] = Field(
+        default_factory=list, description="a mapping {model, fraction} or a list of them")
+    fallback: Annotated[list[FallbackSpec], BeforeValidator(_listed)] = Field(default_factory=list, description=(
+        "models tried in order when the primary fails, then optionally a constant {default: {prediction: ...}}"))
 
     @field_validator("name")
     @classmethod
@@ -117,11 +283,38 @@ class EndpointSpec(_Strict):
     @classmethod
     def _refs(cls, v: list[str]) -> list[str]:
         for ref in v:
-            try:
-                Ref.parse(ref)
-            except ShipmlError as exc:
-                raise ValueError(str(exc)) from exc
+            _ref(ref)
         return v
+
+    @field_validator("shadow")
+    @classmethod
+    def _shadows(cls, v: list[ShadowSpec]) -> list[ShadowSpec]:
+        models = [s.model for s in v]
+        dup = sorted({m for m in models if models.count(m) > 1})
+        if dup:
+            raise ValueError(f"each shadow model may be listed once, repeated: {', '.join(dup)}")
+        return v
+
+    @field_validator("fallback")
+    @classmethod
+    def _chain(cls, v: list[str | DefaultSpec]) -> list[str | DefaultSpec]:
+        answers = [i for i, f in enumerate(v) if isinstance(f, DefaultSpec)]
+        if len(answers) > 1:
+            raise ValueError(f"a fallback chain has at most one default, found {len(answers)}")
+        if answers and answers[0] != len(v) - 1:
+            raise ValueError("the default must be the last fallback (nothing after it would ever be tried)")
+        refs = [f for f in v if isinstance(f, str)]
+        dup = sorted({r for r in refs if refs.count(r) > 1})
+        if dup:
+            raise ValueError(f"each fallback model may be listed once, repeated: {', '.join(dup)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fallback_is_another_model(self) -> EndpointSpec:
+        if self.ab is None and self.models[0] in self.fallback:
+            raise ValueError(f"fallback: {self.models[0]!r} is the endpoint's stable model; a fallback must be"
+                             " another model")
+        return self
 
 
 class ImageSpec(_Strict):
@@ -212,6 +405,16 @@ class DeploymentSpec(_Strict):
     def batching_for(self, endpoint: EndpointSpec) -> BatchingSpec:
         return endpoint.batching or self.batching
 
+    def refs_of(self, endpoint: EndpointSpec) -> list[str]:
+        """Every ref the endpoint needs loaded, each once, the stable model first: its models, A/B variants,
+        shadows and fallback models, in that order."""
+        refs = [*endpoint.models]
+        if endpoint.ab is not None:
+            refs += endpoint.ab.variants.values()
+        refs += [s.model for s in endpoint.shadow]
+        refs += [f for f in endpoint.fallback if isinstance(f, str)]
+        return list(dict.fromkeys(refs))
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
@@ -250,11 +453,18 @@ def parse_spec(data: object, source: str = "spec") -> DeploymentSpec:
     except ValidationError as exc:
         lines = []
         for err in exc.errors()[:10]:
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{where}: {err['msg']}")
+            where = ".".join(_place(err["loc"])) or "(top level)"
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message}")
         raise SpecError(f"{source} is invalid: " + "; ".join(lines)) from exc
     except ShipmlError as exc:
         raise SpecError(f"{source} is invalid: {exc}") from exc
+
+
+def _place(loc: tuple[int | str, ...]) -> list[str]:
+    """An error's location as the file's keys: without the tag pydantic adds for a fallback's kind."""
+    return [str(p) for i, p in enumerate(loc)
+            if not (i >= 2 and loc[i - 2] == "fallback" and isinstance(loc[i - 1], int) and p in _FALLBACK_TAGS)]
 
 
 def load_spec(path: str | Path) -> DeploymentSpec:
@@ -290,8 +500,34 @@ def _anchored(data: object, base: Path) -> object:
         out["registry"] = anchor(out["registry"])
     endpoints = out.get("endpoints")
     if isinstance(endpoints, list):
-        out["endpoints"] = [{**e, "models": [_anchored_ref(m, base) for m in e["models"]]}
-                            if isinstance(e, dict) and isinstance(e.get("models"), list) else e for e in endpoints]
+        out["endpoints"] = [_anchored_endpoint(e, base) for e in endpoints]
+    return out
+
+
+def _anchored_endpoint(endpoint: object, base: Path) -> object:
+    """An endpoint's refs (models, A/B variants, shadows, fallbacks) anchored like ``_anchored_ref``; whatever
+    does not have the expected shape is left for the spec's validation to name."""
+    if not isinstance(endpoint, dict):
+        return endpoint
+    out = dict(endpoint)
+    if isinstance(out.get("models"), list):
+        out["models"] = [_anchored_ref(m, base) for m in out["models"]]
+    ab = out.get("ab")
+    if isinstance(ab, dict) and isinstance(ab.get("variants"), dict):
+        out["ab"] = {**ab, "variants": {k: _anchored_ref(v, base) for k, v in ab["variants"].items()}}
+
+    def shadow(item: object) -> object:
+        return {**item, "model": _anchored_ref(item["model"], base)} if isinstance(item, dict) and "model" in item \
+            else item
+
+    if isinstance(out.get("shadow"), dict):
+        out["shadow"] = shadow(out["shadow"])
+    elif isinstance(out.get("shadow"), list):
+        out["shadow"] = [shadow(s) for s in out["shadow"]]
+    if isinstance(out.get("fallback"), str):
+        out["fallback"] = _anchored_ref(out["fallback"], base)
+    elif isinstance(out.get("fallback"), list):
+        out["fallback"] = [_anchored_ref(f, base) for f in out["fallback"]]
     return out
 
 
