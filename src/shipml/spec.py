@@ -60,6 +60,9 @@ class ServerSpec(_Strict):
         "auto", description="auto: LightGBM models switch to a compiled form (5-7x faster per row) once it is"
                             " compiled in the background and proven to give the same outputs; needs"
                             " shipml[compiled]")
+    follow_interval_s: float = Field(1.0, gt=0, le=3600, description=(
+        "how often a server reads the registry's aliases and release state of the models it follows (two small"
+        " files per model; nothing is read per request)"))
     http: Literal["uvicorn", "granian"] = Field(
         "granian", description="HTTP server: granian (HTTP parsed in Rust, the app called through RSGI: about half"
                                " the time per request outside the app), or uvicorn (uvloop + httptools, ASGI)")

@@ -9,9 +9,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shipml.server.metrics import LATENCY_BUCKETS, ServerMetrics
 
-OBSERVED = [("predict", "churn", "1.0.0", 200, s) for s in (0.0001, 0.0005, 0.0005001, 0.001, 0.003, 0.7, 11.0)]
-OBSERVED += [("predict", "churn", "1.0.0", 422, 0.002), ("v2_infer", "churn", "1.1.0", 200, 0.02),
-             ("/healthz", "", "", 200, 0.0001), ("unknown", "", "", 404, 0.0002)]
+OBSERVED = [("predict", "churn", "1.0.0", "stable", 200, s)
+            for s in (0.0001, 0.0005, 0.0005001, 0.001, 0.003, 0.7, 11.0)]
+OBSERVED += [("predict", "churn", "1.0.0", "stable", 422, 0.002), ("v2_infer", "churn", "1.1.0", "canary", 200, 0.02),
+             ("predict", "churn", "1.1.0", "canary", 200, 0.003),
+             ("/healthz", "", "", "", 200, 0.0001), ("unknown", "", "", "", 404, 0.0002)]
 
 
 def samples(text: str, names: tuple[str, ...]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -27,13 +29,13 @@ def reference() -> str:
     from prometheus_client import generate_latest
 
     registry = CollectorRegistry()
-    requests = Counter("shipml_requests", "r", ["route", "model", "version", "code"], registry=registry)
-    latency = Histogram("shipml_request_latency_seconds", "l", ["route", "model", "version"],
+    requests = Counter("shipml_requests", "r", ["route", "model", "version", "variant", "code"], registry=registry)
+    latency = Histogram("shipml_request_latency_seconds", "l", ["route", "model", "version", "variant"],
                         buckets=LATENCY_BUCKETS, registry=registry)
-    for route, model, version, status, seconds in OBSERVED:
-        requests.labels(route, model, version, str(status)).inc()
+    for route, model, version, variant, status, seconds in OBSERVED:
+        requests.labels(route, model, version, variant, str(status)).inc()
         if model:
-            latency.labels(route, model, version).observe(seconds)
+            latency.labels(route, model, version, variant).observe(seconds)
     return generate_latest(registry).decode()
 
 
@@ -47,4 +49,5 @@ def test_plain_number_metrics_expose_what_prometheus_client_would(monkeypatch: p
     got = samples(metrics.render().decode(), names)
     assert got == samples(reference(), names)
     assert got[("shipml_request_latency_seconds_bucket",
-                (("le", "0.0005"), ("model", "churn"), ("route", "predict"), ("version", "1.0.0")))] == 2
+                (("le", "0.0005"), ("model", "churn"), ("route", "predict"), ("variant", "stable"),
+                 ("version", "1.0.0")))] == 2

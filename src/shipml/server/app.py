@@ -292,7 +292,7 @@ class ShipmlApp:
                     version=answer.version or None, variant=answer.variant, request_id=ctx.id)
         if outcome.warnings:
             body["warnings"] = [p.to_dict() for p in outcome.warnings[:100]]
-        return http.Reply(200, http.json_bytes(body), answered(ctx))
+        return http.Reply(200, http.json_bytes(body), http.answered(ctx))
 
     async def predict_v1(self, request: http.Request, ctx: RequestContext, name: str) -> http.Reply:
         endpoint, payload = await self._admit(request, ctx, name, None)
@@ -300,7 +300,7 @@ class ShipmlApp:
             raise BadRequest('body must have "instances"')
         answer = await self.predict(endpoint, payload["instances"], ctx, request, payload, None, want_proba=False)
         body = {"predictions": _jsonable(answer.outcome.predictions)}
-        return http.Reply(200, http.json_bytes(body), answered(ctx))
+        return http.Reply(200, http.json_bytes(body), http.answered(ctx))
 
     async def v1_status(self, request: http.Request, ctx: RequestContext, name: str) -> http.Reply:
         endpoint = self.service.endpoint(name)
@@ -380,11 +380,6 @@ class ShipmlApp:
                         answer.variant)
         ctx.rows = len(answer.outcome.predictions)
         return answer
-
-
-def answered(ctx: RequestContext) -> http.Headers:
-    """The headers of a prediction's answer: the request id, and which version and variant answered."""
-    return [("x-request-id", ctx.id), ("x-shipml-version", ctx.version or "none"), ("x-shipml-variant", ctx.variant)]
 
 
 class _Hooks:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from shipml.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from shipml.serving.context import RequestContext
 
 Headers = list[tuple[str, str]]
 JSON = "application/json"
@@ -203,3 +204,8 @@ async def send_asgi(send: Any, reply: Reply) -> None:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
+
+
+def answered(ctx: RequestContext) -> Headers:
+    """The headers of a prediction's answer: the request id, and which version and variant answered."""
+    return [("x-request-id", ctx.id), ("x-shipml-version", ctx.version or "none"), ("x-shipml-variant", ctx.variant)]

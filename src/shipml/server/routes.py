@@ -51,13 +51,14 @@ METHOD_NOT_ALLOWED = "method_not_allowed"
 
 _MODEL = r"/models/([^/]+)"
 _V2_MODEL = r"/v2/models/([^/]+)(?:/versions/([^/]*))?"
-_OPEN, _METRICS, _DOCS, _PREDICT = Level.OPEN, Level.METRICS, Level.DOCS, Level.PREDICT
+_OPEN, _METRICS, _DOCS, _PREDICT, _ADMIN = Level.OPEN, Level.METRICS, Level.DOCS, Level.PREDICT, Level.ADMIN
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", "healthz", "/healthz", _OPEN),
     Route("GET", "/readyz", "readyz", "/readyz", _OPEN),
     Route("GET", "/metrics", "render_metrics", "/metrics", _METRICS),
     Route("GET", "/models", "list_models", "/models", _PREDICT),
+    Route("GET", "/admin/releases", "admin_releases", "/admin/releases", _ADMIN),
     Route("POST", "/predict", "predict_only", "predict", _PREDICT, default_model=True),
     Route("GET", "/openapi.json", "openapi", "/openapi.json", _DOCS),
     Route("GET", "/docs", "docs", "/docs", _DOCS),

@@ -211,9 +211,7 @@ class _Signals:
             logging.shutdown()
             os._exit(0)
         self.stop.set()
-        self.app.draining = True
-        self.app.metrics.ready.set(0)
-        log.info("signal %s: draining for %.1fs, then graceful shutdown", sig, self.app.spec.server.drain_delay_s)
+        self.app.begin_drain(f"signal {sig}")
 
 
 async def _serve(spec: DeploymentSpec, address: str) -> int:

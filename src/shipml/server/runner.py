@@ -54,9 +54,7 @@ class DrainingServer(uvicorn.Server):
             self.force_exit = True
             return
         self._draining = True
-        self.shipml_app.draining = True
-        self.shipml_app.metrics.ready.set(0)
-        log.info("signal %s: draining for %.1fs, then graceful shutdown", sig, self.drain_delay_s)
+        self.shipml_app.begin_drain(f"signal {sig}")
         timer = threading.Timer(self.drain_delay_s, self._stop)
         timer.daemon = True
         timer.start()

@@ -7,7 +7,7 @@ An inference request may be plain JSON or JSON followed by binary tensor data (t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,9 +15,10 @@ import shipml
 from shipml.errors import BadRequest
 from shipml.protocol import v2
 from shipml.server import http
+from shipml.serving.context import RequestContext
 
 if TYPE_CHECKING:
-    from shipml.server.app import Endpoint, ShipmlApp
+    from shipml.server.app import ShipmlApp
 
 _HEADER_LENGTH = "inference-header-content-length"
 _NOT_READY = 400  # the protocol: "a 4xx status code indicates false"
@@ -29,60 +30,63 @@ class V2Routes:
     def __init__(self, app: ShipmlApp) -> None:
         self.app = app
 
-    async def server_metadata(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+    async def server_metadata(self, request: http.Request, ctx: RequestContext) -> http.Reply:
         body = v2.server_metadata(shipml.__version__, ["model_repository"])
         return http.Reply(200, http.json_bytes(body))
 
-    async def live(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+    async def live(self, request: http.Request, ctx: RequestContext) -> http.Reply:
         return http.Reply(200, b'{"live":true}')
 
-    async def ready(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+    async def ready(self, request: http.Request, ctx: RequestContext) -> http.Reply:
         ready = self.app.is_ready
         status = 200 if ready else _NOT_READY
         return http.Reply(status, http.json_bytes({"ready": ready}))
 
-    async def repository_index(self, request: http.Request, state: dict[str, Any]) -> http.Reply:
+    async def repository_index(self, request: http.Request, ctx: RequestContext) -> http.Reply:
         await request.body(self.app.max_body)  # optional {"ready": bool} filter, ignored
-        index: list[dict[str, Any]] = []
+        index: list[dict[str, object]] = []
         for endpoint in self.app.endpoints.values():
-            for version in endpoint.runners:
+            for version in endpoint.versions:
                 index.append({"name": endpoint.name, "version": version, "state": "READY"})
             for reason in endpoint.errors.values():
                 index.append({"name": endpoint.name, "version": "", "state": "UNAVAILABLE", "reason": reason})
-            if not endpoint.runners and not endpoint.errors:
+            if endpoint.serving is None and not endpoint.errors:
                 index.append({"name": endpoint.name, "version": "", "state": "LOADING"})
         return http.Reply(200, http.json_bytes(index))
 
-    async def model_metadata(self, request: http.Request, state: dict[str, Any],
+    async def model_metadata(self, request: http.Request, ctx: RequestContext,
                              name: str, version: str | None = None) -> http.Reply:
-        endpoint, runner = self._resolve(name, version)
-        model = runner.model
-        state["model"], state["version"] = model.name, model.version
-        versions = [version] if version else list(endpoint.runners)
+        endpoint = self.app.service.endpoint(name)
+        model = endpoint.runner(version or None).model
+        ctx.model, ctx.version = model.name, model.version
+        versions = [version] if version else endpoint.versions
         body = v2.model_metadata(endpoint.name, versions, model.manifest.runtime.name, model.signature)
         return http.Reply(200, http.json_bytes(body))
 
-    async def model_ready(self, request: http.Request, state: dict[str, Any],
+    async def model_ready(self, request: http.Request, ctx: RequestContext,
                           name: str, version: str | None = None) -> http.Reply:
-        endpoint = self.app.endpoint_named(name)
-        ready = endpoint.ready and (not version or version in endpoint.runners)
+        endpoint = self.app.service.endpoint(name)
+        ready = endpoint.ready and (not version or version in endpoint.versions)
         if ready:
             runner = endpoint.runner(version or None)
-            state["model"], state["version"] = runner.model.name, runner.model.version
+            ctx.model, ctx.version = runner.model.name, runner.model.version
         status = 200 if ready else _NOT_READY
         return http.Reply(status, http.json_bytes({"name": name, "ready": ready}))
 
-    async def infer(self, request: http.Request, state: dict[str, Any],
+    async def infer(self, request: http.Request, ctx: RequestContext,
                     name: str, version: str | None = None) -> http.Reply:
-        endpoint, runner = self._resolve(name, version)
-        state["model"], state["version"] = runner.model.name, runner.model.version
+        endpoint = self.app.service.endpoint(name)
+        runner = endpoint.runner(version or None)
+        ctx.model, ctx.version = runner.model.name, runner.model.version
         header_length = _header_length(request)
         http.check_json_content_type(request, allow_binary=True)
         body = await self.app.read_body(request, runner)
         decoded = v2.decode_infer_request(body, header_length, runner.model.signature)
         wanted = decoded.output_names
         want_proba = v2.PREDICT_PROBA in wanted
-        outcome = await self.app.infer(runner, decoded.columns, want_proba=want_proba, state=state)
+        answer = await self.app.predict(endpoint, decoded.columns, ctx, request, decoded.parameters,
+                                        version or None, want_proba=want_proba)
+        outcome = answer.outcome
         produced: dict[str, np.ndarray] = {}
         for out in wanted:
             if out == v2.PREDICT:
@@ -90,17 +94,14 @@ class V2Routes:
             elif outcome.probabilities is not None:
                 produced[out] = outcome.probabilities
         response, json_length = v2.encode_infer_response(
-            endpoint.name, runner.model.version, decoded.id, produced, decoded.binary_outputs)
-        headers: http.Headers = [("x-request-id", state["id"])]
+            endpoint.name, answer.version, decoded.id, produced, decoded.binary_outputs,
+            parameters={"variant": answer.variant})
+        headers = http.answered(ctx)
         content_type = http.JSON
         if json_length is not None:
             headers.append((_HEADER_LENGTH, str(json_length)))
             content_type = "application/octet-stream"
         return http.Reply(200, response, headers, content_type=content_type)
-
-    def _resolve(self, name: str, version: str | None) -> tuple[Endpoint, Any]:
-        endpoint = self.app.endpoint_named(name)
-        return endpoint, endpoint.runner(version or None)
 
 
 def _header_length(request: http.Request) -> int | None:

@@ -36,6 +36,8 @@ from shipml.serving.endpoints import EndpointState, Follower, Serving
 
 if TYPE_CHECKING:
     from shipml.package.loaded import LoadedModel
+    from shipml.registry.releases import Canary
+    from shipml.release.canary import CanaryWatch
 
 __all__ = ["Answer", "Predictor", "ReleaseObserver"]
 
@@ -140,8 +142,9 @@ class Predictor:
         model = runner.model
         return Answer(outcome, model, model.version, variant, model.classes)
 
-    def _canary_result(self, endpoint: EndpointState, watch: Any, canary: Any, ok: bool, seconds: float) -> None:
-        if watch is None or canary is None or endpoint.watch is not watch:  # the canary ended meanwhile
+    def _canary_result(self, endpoint: EndpointState, watch: CanaryWatch | None, canary: Canary | None, ok: bool,
+                       seconds: float) -> None:
+        if endpoint.watch is not watch or watch is None or canary is None:  # the canary ended meanwhile
             return
         watch.record(ok, seconds)
         reason = watch.verdict()

@@ -15,6 +15,7 @@ unload (metrics, the compiled LightGBM switch) comes in as :class:`Hooks`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -190,7 +191,5 @@ async def _warm(runner: ModelRunner) -> None:
         example = model_example(runner.model)
     except Exception:  # no example can be made from the signature: the golden check has run the model anyway
         return
-    try:
+    with contextlib.suppress(SchemaError):
         await runner.infer([example], want_proba=runner.model.has_proba, deadline=time.monotonic() + 60)
-    except SchemaError:
-        pass
