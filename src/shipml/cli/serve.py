@@ -22,16 +22,23 @@ from shipml.cli._common import Context, emit_json, handle_errors
 @click.option("--max-latency-ms", type=float,
               help="Longest a batch waits for requests whose bodies are still arriving.")
 @click.option("--no-access-log", is_flag=True, help="Do not log one JSON line per request.")
+@click.option("--no-follow", is_flag=True,
+              help="Serve what each alias names at start; by default a moved alias (or a canary of it) is loaded,"
+                   " checked and switched to while serving.")
 @click.option("--check", is_flag=True, help="Validate the spec and print it, without serving.")
 @click.pass_obj
 @handle_errors
 def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, host: str | None,
                   port: int | None, workers: int | None, http: str | None, max_batch_size: int | None,
-                  max_latency_ms: float | None, no_access_log: bool, check: bool) -> None:
+                  max_latency_ms: float | None, no_access_log: bool, no_follow: bool, check: bool) -> None:
     """Serve models over HTTP: REFS (name, name:1.2.0, name@alias) or a --spec file.
 
     Simple JSON at POST /predict and /models/NAME/predict, KServe v1 at /v1/models/NAME:predict,
     health at /healthz and /readyz, Prometheus metrics at /metrics.
+
+    A server follows the aliases it serves (name@alias): when `shipml alias`, `shipml promote` or
+    `shipml rollback` moves one, the new version is loaded, golden-checked and switched to without dropping a
+    request, and a canary (`shipml canary start`) gets its share of requests. --no-follow pins them.
 
     With --json, --check prints the spec as JSON, and a serving process starts its stdout (where the access log
     writes one JSON object per request) with one JSON line naming the endpoints and the URL.
@@ -51,6 +58,9 @@ def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, ho
             server[key] = value
     if no_access_log:
         server["access_log"] = False
+    if no_follow:
+        for endpoint in data["endpoints"]:
+            endpoint["follow"] = False
     if max_batch_size is not None:
         data["batching"]["max_batch_size"] = max_batch_size
     if max_latency_ms is not None:
