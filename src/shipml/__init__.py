@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from shipml.package.loaded import LoadedModel, Prediction, ValidationReport
     from shipml.package.signature import Problem, Signature
     from shipml.package.validation import InputPolicy
-    from shipml.registry import AliasMove, ModelVersion, Registry
+    from shipml.registry import AliasMove, Canary, CanaryLimits, ModelVersion, Registry, ReleaseState
     from shipml.runtimes.pyfunc import PythonModel
 
 __version__ = "0.1.0"
@@ -57,6 +57,9 @@ _WHERE: dict[str, str] = {
     "evaluate": "shipml.evaluation",
     "promote": "shipml.evaluation",
     "AliasMove": "shipml.registry",
+    "Canary": "shipml.registry",
+    "CanaryLimits": "shipml.registry",
+    "ReleaseState": "shipml.registry",
     "BatchReport": "shipml.jobs",
     "InputPolicy": "shipml.package.validation",
     "LoadedModel": "shipml.package.loaded",
@@ -78,6 +81,8 @@ __all__ = [
     "AliasMove",
     "AlreadyExistsError",
     "BatchReport",
+    "Canary",
+    "CanaryLimits",
     "ConflictError",
     "DependencyError",
     "EnvironmentMismatchError",
@@ -97,6 +102,7 @@ __all__ = [
     "PythonModel",
     "Registry",
     "RegistryCorrupt",
+    "ReleaseState",
     "ReproducibilityError",
     "Requirement",
     "SchemaError",

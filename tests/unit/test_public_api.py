@@ -14,7 +14,7 @@ PUBLIC = {
     "PromotionResult", "Registry", "RegistryCorrupt", "ReproducibilityError", "Requirement", "SchemaError",
     "ShipmlError", "Signature", "UnsafeModelError", "UnsupportedModelError", "ValidationReport", "__version__",
     "compute_metrics", "evaluate", "import_model", "load_model", "PythonModel", "BatchReport", "predict_file",
-    "promote", "save_model",
+    "promote", "save_model", "Canary", "CanaryLimits", "ReleaseState",
 }
 
 

@@ -98,10 +98,14 @@ class AliasMove:
     at: str
     by: str | None
     reason: str | None
+    rollback: bool = False  # a move made by ``rollback``: replaying the history pops instead of pushing
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "alias": self.alias, "from": self.from_version, "to": self.to_version,
-                "at": self.at, "by": self.by, "reason": self.reason}
+        out: dict[str, Any] = {"name": self.name, "alias": self.alias, "from": self.from_version,
+                               "to": self.to_version, "at": self.at, "by": self.by, "reason": self.reason}
+        if self.rollback:
+            out["rollback"] = True
+        return out
 
 
 def parse_history(data: bytes, name: str, where: str) -> list[AliasMove]:
@@ -117,7 +121,8 @@ def parse_history(data: bytes, name: str, where: str) -> list[AliasMove]:
                                to_version=version_field(d, "to", where, line, optional=True),
                                at=field(d, "at", str, where, line), by=field(d, "by", str, where, line,
                                                                              optional=True),
-                               reason=field(d, "reason", str, where, line, optional=True)))
+                               reason=field(d, "reason", str, where, line, optional=True),
+                               rollback="rollback" in d and field(d, "rollback", bool, where, line)))
     return moves
 
 

@@ -31,11 +31,12 @@ from shipml.errors import AlreadyExistsError, BadRequest, ConflictError, Integri
 from shipml.package.lineage import current_user, now_iso
 from shipml.package.loaded import LoadedModel, load_package
 from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, read_manifest, write_manifest
-from shipml.registry import ledger, records
+from shipml.registry import ledger, records, releases
 from shipml.registry.files import RegistryFiles
 from shipml.registry.ledger import LEDGER, Ledger
 from shipml.registry.names import FIRST_VERSION, Ref, Version, check_alias, check_name
 from shipml.registry.records import AliasMove
+from shipml.registry.releases import Canary, CanaryLimits, Outcome, ReleaseState
 
 if TYPE_CHECKING:  # building a package needs pandas; a process that only loads models never imports it
     from shipml.package.builder import BuildOptions
@@ -347,6 +348,11 @@ class Registry:
             holders = sorted(a for a, v in self.aliases(name).items() if v == version)
             if holders:
                 raise ConflictError(f"{name}:{version} is held by alias(es) {', '.join(holders)}: move them first")
+            trials = sorted(a for a, c in self.release_state(name).canaries.items()
+                            if c.state == "running" and c.version == version)
+            if trials:
+                raise ConflictError(f"{name}:{version} is the running canary of {', '.join(trials)}: promote or"
+                                    " abort it first")
             self._files.append_line(mdir / LEDGER, ledger.deleted(version).to_line())
             path = self._version_dir(name, version)
             self._files.remove(path)
@@ -372,7 +378,8 @@ class Registry:
         check_alias(alias)
         return self._move(check_name(name), alias, None, reason, _expected(expected))
 
-    def _move(self, name: str, alias: str, to: str | None, reason: str | None, expected: Expected) -> AliasMove:
+    def _move(self, name: str, alias: str, to: str | None, reason: str | None, expected: Expected, *,
+              by: str | None = None, rollback: bool = False) -> AliasMove:
         mdir = self._require_model(name)
         with self._files.lock(mdir):
             current = self.aliases(name)
@@ -387,7 +394,7 @@ class Registry:
                 if self._ledger_locked(name).is_deleted(to) or not self._exists(name, to):
                     raise NotFoundError(f"model {name!r} has no version {to}")
                 current[alias] = to
-            move = AliasMove(name, alias, holder, to, now_iso(), current_user(), reason)
+            move = AliasMove(name, alias, holder, to, now_iso(), by or current_user(), reason, rollback)
             self._files.append_line(mdir / HISTORY, orjson.dumps(move.to_dict()))
             self._files.write_atomic(mdir / ALIASES, orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
         return move
@@ -399,6 +406,39 @@ class Registry:
             self._require_model(name)
             return []
         return records.parse_history(data, name, self._where(path))
+
+    # -- releases (releases.py) ------------------------------------------------------------------------------
+    def release_state(self, name: str) -> ReleaseState:
+        """The model's release state (one file read): revision, and the latest canary of each alias."""
+        return releases.read_state(self, name)
+
+    def release_history(self, name: str, alias: str | None = None) -> list[Canary]:
+        """Every canary start, abort and promotion of the model (of ``alias`` only, if given), oldest first."""
+        return releases.read_log(self, name, alias)
+
+    def start_canary(self, name: str, version: str, *, alias: str = "production", weight: float,
+                     limits: CanaryLimits = CanaryLimits(), reason: str | None = None,  # noqa: B008 - frozen
+                     by: str | None = None) -> Canary:
+        """Send ``weight`` percent of ``alias``'s requests to ``version`` (servers following the alias do).
+        Refused, writing nothing, when the version or the alias does not exist (NotFoundError), the version
+        holds the alias or a canary of it runs already (ConflictError), or weight/limits are out of range
+        (BadRequest)."""
+        return releases.start_canary(self, name, version, alias=alias, weight=weight, limits=limits,
+                                     reason=reason, by=by)
+
+    def end_canary(self, name: str, *, alias: str = "production", outcome: Outcome, reason: str | None = None,
+                   by: str | None = None, expected_id: str | None = None) -> Canary:
+        """End the running canary of ``alias``: ``"aborted"``, or ``"promoted"`` (the alias moves to it in the
+        same locked step, compare-and-set against the holder it started from). With ``expected_id`` only that
+        canary is ended: of replicas aborting at once, one wins and the others get ConflictError."""
+        return releases.end_canary(self, name, alias=alias, outcome=outcome, reason=reason, by=by,
+                                   expected_id=expected_id)
+
+    def rollback(self, name: str, *, alias: str = "production", reason: str | None = None,
+                 by: str | None = None) -> AliasMove:
+        """Move ``alias`` back to its previous holder (rollbacks stack; deleted versions are skipped) and abort
+        a running canary of it, in one locked step."""
+        return releases.rollback(self, name, alias=alias, reason=reason, by=by).move
 
     # -- evaluations ---------------------------------------------------------------------------------------
     def record_evaluation(self, mv: ModelVersion, record: dict[str, Any]) -> None:
