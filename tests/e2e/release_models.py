@@ -16,6 +16,7 @@ import importlib.util
 import json
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -50,7 +51,7 @@ def code_module() -> ModuleType:
     return module
 
 
-def label(shift: int, row: dict[str, float] = ROW) -> int:
+def label(shift: int, row: Mapping[Any, float] = ROW) -> int:
     """What the good model of ``shift`` (and the custom ones) predict for ``row``."""
     return 10 * shift + int(row["x0"] > 0)
 
