@@ -67,7 +67,10 @@ def start(registry: Path, tmp_path: Path, endpoints: list[dict[str, Any]] | None
     server = Server(proc, port)
     try:
         server.wait_ready()
-    except AssertionError:
-        server.stop()
-        raise
+    except AssertionError as exc:
+        if server.proc.poll() is None:
+            server.proc.terminate()
+        _, stderr = server.proc.communicate(timeout=30)
+        tail = (stderr or b"").decode(errors="replace").strip().splitlines()[-15:]
+        raise AssertionError(f"{exc}; the server's stderr ends with:\n" + "\n".join(tail)) from None
     return server
