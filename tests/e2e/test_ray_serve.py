@@ -153,7 +153,7 @@ def test_deploy_predict_scale_and_shut_down(ray_cluster: str, registry_dir: Path
         assert httpx.get(url + "/models").json()["models"][0]["versions"] == ["1.0.0"]
         check_predictions(url, registry_dir)
         metrics = httpx.get(url + "/metrics").text
-        assert 'model="churn",route="predict",version="1.0.0"' in metrics
+        assert 'model="churn",route="predict",variant="stable",version="1.0.0"' in metrics
         assert httpx.get(f"http://{HEAD_IP}:{http_port}/predict").status_code == 404  # only under the prefix
 
         # A model that cannot load: its replica never starts and --deploy says why (--no-check: only the replicas

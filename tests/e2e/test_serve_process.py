@@ -65,7 +65,7 @@ def test_routes_and_predictions_match_in_process(server: Server, registry_dir: P
     for name in ("shipml_requests_total", "shipml_request_latency_seconds", "shipml_inference_latency_seconds",
                  "shipml_batch_size_rows", "shipml_rows_predicted_total", "shipml_queue_depth"):
         assert name in metrics, name
-    assert 'model="clf",route="predict",version="1.0.0"' in metrics
+    assert 'model="clf",route="predict",variant="stable",version="1.0.0"' in metrics
 
 
 def test_concurrent_requests_are_batched_and_equal_unbatched(server: Server, registry_dir: Path,

@@ -313,8 +313,8 @@ class ShipmlApp:
         _label_model(ctx, endpoint)
         body: dict[str, Any] = {"name": name, "models": [public.public_ref(r) for r in endpoint.spec.models],
                                 "versions": endpoint.versions, "ready": endpoint.ready}
-        if endpoint.serving is not None:
-            runner = endpoint.serving.stable
+        if endpoint.serving is not None and endpoint.serving.front is not None:
+            runner = endpoint.serving.front
             model = runner.model
             body["version"] = model.version
             body["inputs"] = [c.model_dump(exclude={"pandas_dtype"}) for c in model.signature.inputs]
@@ -331,7 +331,7 @@ class ShipmlApp:
     async def openapi(self, request: http.Request, ctx: RequestContext) -> http.Reply:
         served = tuple((e.name, tuple(e.versions)) for e in self.endpoints.values())
         if self._openapi is None or self._openapi[0] != served:
-            models = {e.name: e.serving.stable.model if e.serving is not None else None
+            models = {e.name: e.serving.front.model if e.serving is not None and e.serving.front is not None else None
                       for e in self.endpoints.values()}
             self._openapi = (served, http.json_bytes(openapi_document(self.spec, models)))
         return http.Reply(200, self._openapi[1])
@@ -405,8 +405,8 @@ class _Hooks:
 
 def _label_model(ctx: RequestContext, endpoint: EndpointState) -> None:
     """Label the request's metrics with the endpoint's stable model, once it is loaded."""
-    if endpoint.serving is not None:
-        model = endpoint.serving.stable.model
+    if endpoint.serving is not None and endpoint.serving.front is not None:
+        model = endpoint.serving.front.model
         ctx.model, ctx.version = model.name, model.version
 
 

@@ -61,8 +61,9 @@ class Serving:
     release: Release
     runners: dict[Target, ModelRunner]  # every target of the release
     by_version: dict[str, ModelRunner]  # every version the endpoint has loaded (explicit version routes)
-    stable: ModelRunner
-    plain: bool  # no canary, A/B, shadow or fallback: the request path skips routing
+    stable: ModelRunner | None  # None: it failed to load, and the fallback chain answers
+    front: ModelRunner | None  # what describes the endpoint (inputs, metadata): the stable model, else a fallback
+    plain: bool  # a stable model, and no canary, A/B, shadow or fallback: the request path skips routing
 
 
 @dataclass(eq=False)
@@ -87,8 +88,10 @@ class EndpointState:
 
     @property
     def ready(self) -> bool:
-        """Serving, with every model of the endpoint loaded and verified."""
-        return self.serving is not None and not self.errors
+        """Serving, with every model of the endpoint loaded and verified - or, for an endpoint with a fallback
+        chain, able to answer through it."""
+        serving = self.serving
+        return serving is not None and (not self.errors or bool(serving.release.fallbacks))
 
     @property
     def versions(self) -> list[str]:
@@ -106,7 +109,9 @@ class EndpointState:
         """The stable runner, or the runner of an explicit ``version`` the endpoint serves."""
         serving = self.current()
         if version is None:
-            return serving.stable
+            if serving.front is None:
+                raise ServiceUnavailable(f"model {self.name} has no model loaded")
+            return serving.front
         runner = serving.by_version.get(version)
         if runner is None:
             raise NotFoundError(f"model {self.name} serves no version {version}"
@@ -182,8 +187,11 @@ class Follower:
                 else:
                     errors[ref] = self.public_reason(ref, exc)
                 continue
-            if source.key in endpoint.failed and current is not None:
-                wanted[ref] = current  # failed before: not retried until the ref names another version
+            if source.key in endpoint.failed:  # failed before: not retried until the ref names another version
+                if current is not None:
+                    wanted[ref] = current
+                else:
+                    errors[ref] = endpoint.failed[source.key]
             else:
                 wanted[ref] = source
         return wanted, errors
@@ -238,7 +246,8 @@ class Follower:
             if canary_runner is not None:
                 runners[source.key] = canary_runner
         stable_ref = endpoint.refs[0]
-        if stable_ref not in sources:  # nothing to serve yet (start-up failure): the endpoint stays unready
+        if stable_ref not in sources and not endpoint.spec.fallback:
+            # nothing to serve yet (start-up failure), and no fallback chain: the endpoint stays unready
             endpoint.errors = errors
             for runner in acquired:
                 await self.repository.release(runner)
@@ -315,6 +324,8 @@ def _same_canary(a: Canary | None, b: Canary | None) -> bool:
 def _serving(endpoint: EndpointState, sources: dict[str, Source], runners: dict[str, ModelRunner],
              canary: Canary | None, canary_runner: ModelRunner | None) -> Serving:
     versions = {ref: s.version or runners[s.key].model.version for ref, s in sources.items()}
+    for ref in endpoint.refs:  # a model that failed to load keeps its place in the release, without a runner
+        versions.setdefault(ref, "")
     canary_target = Target(f"{canary.name}:{canary.version}", canary.version, "canary") if canary else None
     release = build_release(endpoint.spec, versions, canary_target, canary.weight / 100.0 if canary else 0.0)
     by_target: dict[Target, ModelRunner] = {}
@@ -323,11 +334,14 @@ def _serving(endpoint: EndpointState, sources: dict[str, Source], runners: dict[
         runner = canary_runner if target == canary_target else by_ref.get(target.ref)
         if runner is not None:
             by_target[target] = runner
+    stable = by_ref.get(endpoint.refs[0])
     by_version: dict[str, ModelRunner] = {}
-    for runner in [by_ref[endpoint.refs[0]], *by_ref.values(), *([canary_runner] if canary_runner else [])]:
+    for runner in [*([stable] if stable else []), *by_ref.values(), *([canary_runner] if canary_runner else [])]:
         by_version.setdefault(runner.model.version, runner)
-    plain = release.canary is None and not release.ab and not release.shadows and not release.fallbacks
-    return Serving(release, by_target, by_version, by_ref[endpoint.refs[0]], plain)
+    fallback = next((by_target[t] for t in release.fallbacks if isinstance(t, Target) and t in by_target), None)
+    plain = (stable is not None and release.canary is None and not release.ab and not release.shadows
+             and not release.fallbacks)
+    return Serving(release, by_target, by_version, stable, stable or fallback, plain)
 
 
 def _targets(release: Release) -> list[Target]:

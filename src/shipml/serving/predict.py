@@ -77,7 +77,7 @@ class Predictor:
         if version is not None:
             runner = endpoint.runner(version)
             return await self._run(runner, PINNED, data, want_proba, deadline)
-        if serving.plain:
+        if serving.plain and serving.stable is not None:
             return await self._run(serving.stable, "stable", data, want_proba, deadline)
         release = serving.release
         key = release.ab_key.extract(header or _no_header, payload) if release.ab_key is not None else None
@@ -215,4 +215,5 @@ def _default_answer(default: Default, data: Any, serving: Serving) -> Answer:
     probabilities = None
     if default.probabilities is not None:
         probabilities = np.tile(np.asarray(default.probabilities, dtype=np.float64), (rows, 1))
-    return Answer(Outcome(predictions, probabilities), None, "", default.variant, serving.stable.model.classes)
+    classes = serving.front.model.classes if serving.front is not None else None
+    return Answer(Outcome(predictions, probabilities), None, "", default.variant, classes)

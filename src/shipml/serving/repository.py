@@ -15,14 +15,13 @@ unload (metrics, the compiled LightGBM switch) comes in as :class:`Hooks`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from shipml.errors import SchemaError
+from shipml.errors import SchemaError, ShipmlError
 from shipml.package.example import model_example
 from shipml.package.loaded import LoadedModel
 from shipml.protocol.dataplane import ModelRunner
@@ -186,10 +185,16 @@ class ModelRepository:
 
 async def _warm(runner: ModelRunner) -> None:
     """One request through the runner's batcher and worker thread before it serves (first calls are slow:
-    imports, allocations); an example the input policy refuses warms nothing and is no failure."""
+    imports, allocations). It checks nothing (the golden check did): an example the input policy refuses, or
+    one the model fails, is no load failure."""
     try:
         example = model_example(runner.model)
     except Exception:  # no example can be made from the signature: the golden check has run the model anyway
         return
-    with contextlib.suppress(SchemaError):
+    try:
         await runner.infer([example], want_proba=runner.model.has_proba, deadline=time.monotonic() + 60)
+    except SchemaError:
+        pass
+    except ShipmlError as exc:  # the golden check passed: the model serves, and its own failures count there
+        log.warning("model %s failed its warm-up request (%s); it serves all the same: its golden check passed",
+                    runner.model.ref, exc)
