@@ -6,6 +6,7 @@ both into the registry ($SHIPML_HOME), and writes the held-out rows to CSV for t
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +35,19 @@ def main(workdir: Path) -> None:
         mv = shipml.save_model(model, "cancer", sample=X_train, target=y_train, description=desc,
                                tags={"dataset": "sklearn breast_cancer"})
         print(f"saved {mv.ref} ({desc})")
+
+    # A deliberately bad candidate for the canary step of the demo (examples/bad_candidate.py): it runs the
+    # user's own code when loaded, so it needs trusted=True.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bad_candidate import ROWS, BrokenScalerCandidate
+
+    rows = workdir / ROWS
+    rows.write_text(json.dumps(X_train.to_numpy(dtype=float).tolist()))
+    candidate = BrokenScalerCandidate()
+    candidate.load(workdir)
+    mv = shipml.save_model(candidate, "cancer", sample=X_train, trusted=True, runtime_options={"artifacts": {ROWS: rows}},
+                           description="a candidate with a broken preprocessing step (for the canary demo)")
+    print(f"saved {mv.ref} (a deliberately bad candidate)")
 
     test = X_test.assign(target=y_test)
     test.to_csv(workdir / "test.csv", index=False)

@@ -33,6 +33,18 @@ request="curl -s -X POST $url/predict -H 'content-type: application/json' -d @$w
 printf '\n\033[1m$ %s\033[0m\n' "$request"
 eval "$request"
 echo
+
+echo
+echo "# A release without a restart: a canary sends 20% of the requests to cancer:1.2.0, a candidate that passed"
+echo "# its golden check but fails on real rows. The server aborts it by itself once it breaks its limits,"
+echo "# and the stable version answers every request the canary failed: clients see no error."
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+step $shipml canary start cancer 1.2.0 --weight 20 --max-error-rate 0.05 --min-requests 20 \
+    --reason "demo: a bad candidate"
+sleep 2  # the server reads the registry's release state about once a second
+printf '\n\033[1m$ python examples/traffic.py %s %s 300\033[0m\n' "$url" "$work/test.csv"
+.venv/bin/python examples/traffic.py "$url" "$work/test.csv" 300
+step $shipml canary status cancer
 cat <<TXT
 
 Serving cancer@production on $url  (Ctrl-C to stop)
@@ -40,5 +52,8 @@ Serving cancer@production on $url  (Ctrl-C to stop)
   model and an example body: curl -s $url/models/cancer
   Open Inference Protocol v2: $url/v2/models/cancer
   metrics:         curl -s $url/metrics
+  release state:   curl -s $url/admin/releases
+  try a release:   shipml alias cancer production 1.1.0   (the server switches within ~1 s)
+                   shipml rollback cancer
 TXT
 wait $server
