@@ -19,9 +19,9 @@
     ├── UnsupportedModelError        (400) no runtime knows this kind of model
     ├── IntegrityError               (500) an artefact, or a manifest, that does not match its recorded sha256
     ├── ManifestError                (500) a manifest that cannot be read, or from another runtime/API version
-    ├── RegistryCorrupt              (500) a registry file that does not hold what it must (aliases.json, a
-    │                                      history/evaluations/ledger line), or a symbolic link where the
-    │                                      registry keeps its own files
+    ├── RegistryCorrupt              (500) a registry file that does not hold what it must (aliases.json,
+    │                                      release.json, a history/evaluations/ledger/releases line), or a
+    │                                      symbolic link where the registry keeps its own files
     ├── SchemaError                  (422) input data that breaks the model's signature
     ├── ReproducibilityError         (500) the golden sample no longer reproduces
     ├── EnvironmentMismatchError     (500) the running environment differs too much from the saved one

@@ -73,6 +73,13 @@ CASES: dict[str, Args] = {
     "locustfile": lambda w, s: ["churn@production", "-o", str(w / "locustfile.py")],
     "loadtest": lambda w, s: [str(s["url"]), "--ref", "churn@production", "--rate", "20", "--duration", "0.2s",
                               "-q"],
+    # production is at WEAK (the alias case), GOOD was evaluated and promoted to staging
+    "canary start": lambda w, s: ["churn", "churn@staging", "--weight", "10", "--max-p99-ms", "50"],
+    "canary status": lambda w, s: ["churn"],
+    "canary abort": lambda w, s: ["churn", "--reason", "test"],
+    "canary": lambda w, s: ["start", "churn", GOOD, "--weight", "5"],
+    "canary promote": lambda w, s: ["churn"],
+    "rollback": lambda w, s: ["churn", "--reason", "undo the promotion"],
 }
 
 
@@ -117,6 +124,9 @@ def test_every_command_takes_both_options_after_its_name_and_prints_json(workdir
     assert seen["show"]["manifest"]["version"] == GOOD  # type: ignore[index]
     assert seen["serve"]["endpoints"][0]["models"] == ["churn@production"]  # type: ignore[index]
     assert seen["build"]["context"] == str(workdir / "context")  # type: ignore[index]
+    assert seen["canary start"]["version"] == GOOD and seen["canary abort"]["state"] == "aborted"  # type: ignore[index]
+    assert seen["canary promote"]["state"] == "promoted"  # type: ignore[index]
+    assert seen["rollback"]["move"]["to"] == WEAK  # type: ignore[index]
 
 
 def test_options_before_and_after_the_command_name(workdir: Path) -> None:

@@ -19,7 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shipml
-from shipml.errors import BadRequest, ConflictError, InvalidNameError, NotFoundError, RegistryCorrupt
+from shipml.errors import (
+    BadRequest,
+    ConflictError,
+    IntegrityError,
+    InvalidNameError,
+    NotFoundError,
+    RegistryCorrupt,
+)
 from shipml.registry.records import AliasMove
 from shipml.registry.releases import MAX_WINDOW, RELEASE, RELEASES, Canary, CanaryLimits, ReleaseState
 from tests.json_strategies import json_values
@@ -127,6 +134,16 @@ def test_start_refuses_bad_input_and_writes_nothing(reg: shipml.Registry) -> Non
             call()
         assert message in one_line(exc.value), what
         assert snapshot(reg.root) == before, what
+
+
+def test_start_refuses_a_version_whose_manifest_was_edited(reg: shipml.Registry) -> None:
+    manifest = reg.root / "models" / "m" / "versions" / "1.1.0" / "shipml.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"tiny"', b'"edited"'))
+    before = snapshot(reg.root)
+    with pytest.raises(IntegrityError) as exc:
+        reg.start_canary("m", "1.1.0", weight=10)
+    assert one_line(exc.value).startswith("m:1.1.0: its shipml.json does not match the sha256 the registry recorded")
+    assert snapshot(reg.root) == before
 
 
 def test_start_refuses_while_a_canary_of_the_alias_runs(reg: shipml.Registry) -> None:

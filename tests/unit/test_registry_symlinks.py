@@ -55,6 +55,7 @@ PLACES = {
     "models/m/versions/1.2.0": "dir", "models/new": "dir", ".staging": "dir", ".staging/leftover": "dir",
     "models/m/aliases.json": "file", "models/m/history.jsonl": "file", "models/m/evaluations.jsonl": "file",
     "models/m/versions.jsonl": "file", "models/m/.lock": "file", "models/new/.lock": "file",
+    "models/m/release.json": "file", "models/m/releases.jsonl": "file",
 }
 
 
@@ -75,6 +76,12 @@ def operations(reg: shipml.Registry) -> dict[str, Callable[[], object]]:
         "versions": lambda: [mv.manifest for mv in reg.versions("m")],
         "models": reg.models,
         "aliases": lambda: reg.aliases("m"),
+        "canary-start": lambda: reg.start_canary("m", "1.1.0", weight=10),
+        "canary-abort": lambda: reg.end_canary("m", outcome="aborted"),
+        "canary-promote": lambda: reg.end_canary("m", outcome="promoted"),
+        "release-state": lambda: reg.release_state("m"),
+        "release-history": lambda: reg.release_history("m"),
+        "rollback": lambda: reg.rollback("m"),
     }
 
 
@@ -128,6 +135,17 @@ def test_a_linked_history_is_never_appended_to(tiny_source: Path, tmp_path: Path
                                    " follow it")
     assert file.read_bytes() == b'{"production": "1.1.0"}\n'
     assert reg.aliases("m") == {"production": "1.0.0"}
+
+
+@pytest.mark.parametrize("rel", ["models/m/release.json", "models/m/releases.jsonl"])
+def test_linked_release_files_are_never_written(tiny_source: Path, tmp_path: Path, rel: str) -> None:
+    reg = copy_registry(tiny_source, tmp_path / "registry")
+    _, file = make_outside(tmp_path)
+    place_link(reg.root, rel, file)
+    with pytest.raises(ShipmlError) as exc:
+        reg.start_canary("m", "1.1.0", weight=10)
+    assert one_line(exc.value) == f"registry entry {rel} is a symbolic link; refusing to follow it"
+    assert file.read_bytes() == b'{"production": "1.1.0"}\n'
 
 
 def test_a_linked_model_directory_receives_no_version(tiny_source: Path, tmp_path: Path) -> None:

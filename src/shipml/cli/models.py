@@ -12,7 +12,7 @@ from shipml.evaluation.gate import Evaluation, fmt
 from shipml.package.manifest import Manifest, read_manifest
 from shipml.package.signature import ColumnSpec
 from shipml.registry.names import Ref
-from shipml.registry.registry import NOT_GIVEN, Expected, Registry
+from shipml.registry.registry import NOT_GIVEN, AliasMove, Expected, Registry
 
 _CATEGORIES_SHOWN = 8
 
@@ -240,7 +240,13 @@ def history(ctx: Context, name: str, only: str | None) -> None:
         return
     click.echo(table(["at", "alias", "from", "to", "by", "reason"],
                      [(m.at, f"@{m.alias}", m.from_version or "-", m.to_version or "(removed)", m.by,
-                       m.reason) for m in moves]))
+                       _why(m)) for m in moves]))
+
+
+def _why(move: AliasMove) -> str | None:
+    if not move.rollback:
+        return move.reason
+    return "rollback" + (f": {move.reason}" if move.reason else "")
 
 
 @click.command("delete")

@@ -7,13 +7,16 @@ Layout under the root (``$SHIPML_HOME`` or ``~/.shipml`` by default)::
     models/<name>/aliases.json        {"production": "1.2.0", ...}, replaced atomically
     models/<name>/history.jsonl       every alias move: alias, from, to, at, by, reason
     models/<name>/evaluations.jsonl   metrics computed on held-out data, per version
+    models/<name>/release.json        release state: revision, the latest canary of each alias (releases.py)
+    models/<name>/releases.jsonl      every canary start, abort and promotion
     models/<name>/.lock               the model's inter-process lock: every write to the model holds it
     .staging/                         packages being written; moved into place in one rename
 
 Every load through the registry is sealed: the manifest must match the sha256 its ledger recorded when the
 version was committed. Version numbers are never reused, deleted ones included. Aliases move with
-compare-and-set (``expected``). No file operation below the root follows a symbolic link (files.py), and a
-malformed file is a one-line :class:`~shipml.errors.RegistryCorrupt` naming it (records.py).
+compare-and-set (``expected``); canaries, their promotion and rollback too, under the model's lock. No file
+operation below the root follows a symbolic link (files.py), and a malformed file is a one-line
+:class:`~shipml.errors.RegistryCorrupt` naming it (records.py, releases.py).
 """
 
 from __future__ import annotations

@@ -350,7 +350,9 @@ def start_canary(reg: Registry, name: str, version: str, *, alias: str, weight: 
         raise BadRequest(f"invalid canary limits: expected CanaryLimits, got {type(limits).__name__}")
     mdir = reg._require_model(name)
     with reg._files.lock(mdir):
-        reg.get(f"{name}:{version}")  # NotFoundError when it does not exist or was deleted
+        # NotFoundError when it does not exist or was deleted; IntegrityError when its manifest was edited since
+        # it was saved (every server would refuse to load it)
+        reg.get(f"{name}:{version}").manifest  # noqa: B018
         holder = reg.aliases(name).get(alias)
         if holder is None:
             raise NotFoundError(f"model {name!r} has no alias {alias!r}: a canary is compared with the alias's"
