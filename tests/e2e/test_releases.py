@@ -79,7 +79,7 @@ def shipml_cli(registry: Path, *args: str) -> Any:
                           capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, f"shipml {' '.join(args)} exited {done.returncode}: {done.stderr.decode()[-2000:]}"
     out = done.stdout.strip()
-    return orjson.loads(out.splitlines()[-1]) if out else None
+    return orjson.loads(out) if out else None
 
 
 def change(registry: Path, *args: str) -> tuple[float, float]:
