@@ -3,7 +3,7 @@ them in "source" mode (this file is copied into each package; the server imports
 
 Every model takes the release tests' input (float columns x0..x3) and predicts the label ``10 * shift + (x0 > 0)``
 (or its opposite), so an answer tells which model gave it. Their state comes from one artifact, ``state.json``:
-``{"shift": int, "known_rows": [[x0, x1, x2, x3], ...], "marker": path or null}``.
+``{"shift": int, "poison_rows": [[x0, x1, x2, x3], ...], "marker": path or null}``.
 """
 
 from __future__ import annotations
@@ -32,19 +32,20 @@ class _FromState(PythonModel):
         return 10 * int(self.state["shift"]) + (X["x0"].to_numpy(dtype=float) > 0).astype(np.int64)
 
 
-class RaisesOnNewRows(_FromState):
-    """A bad canary: answers the rows it was saved with (so its golden check passes when it loads), and raises
-    on every other row, which is every real request."""
+class RaisesOnRequests(_FromState):
+    """A bad canary: raises on any batch holding one of its ``poison_rows`` (the rows the release tests send),
+    and answers every other row. So it passes its golden check and a server's warm-up on a typical row when it
+    loads, and then fails every request of the tests."""
 
     def load(self, artifacts: Path) -> None:
         super().load(artifacts)
-        self.known = {tuple(row) for row in self.state["known_rows"]}
+        self.poison = {tuple(row) for row in self.state["poison_rows"]}
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         rows = X[["x0", "x1", "x2", "x3"]].to_numpy(dtype=float)
-        unknown = sum(tuple(row) not in self.known for row in rows.tolist())
-        if unknown:
-            raise RuntimeError(f"bad canary: refusing {unknown} row(s) it was not saved with")
+        poisoned = sum(tuple(row) in self.poison for row in rows.tolist())
+        if poisoned:
+            raise RuntimeError(f"bad canary: refusing {poisoned} row(s) of {len(rows)}")
         return self.labels(X)
 
 

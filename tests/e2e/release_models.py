@@ -2,7 +2,7 @@
 
 - :func:`good`: a scikit-learn logistic regression predicting ``10 * shift + (x0 > 0)``; give each version
   its own ``shift`` and every answer says which version gave it (:func:`shift_of`).
-- :func:`bad_canary`: a custom model that passes its golden check but raises on every real request.
+- :func:`bad_canary`: a custom model that passes its golden check and warm-up but raises on the tests' requests.
 - :func:`golden_fails`: a custom model that was fine when saved and fails its golden check when a server loads it.
 - :func:`slow`: a custom model that sleeps a second per predict call (a slow shadow).
 
@@ -85,9 +85,10 @@ def _custom(registry: Path, version: str, cls_name: str, state: dict[str, Any], 
 
 
 def bad_canary(registry: Path, version: str, shift: int = 9, *, name: str = NAME) -> ModelVersion:
-    """Raises on every row but the saved sample's (its golden check passes, every real request fails)."""
-    state = {"shift": shift, "known_rows": SAMPLE.to_numpy(dtype=float).tolist(), "marker": None}
-    return _custom(registry, version, "RaisesOnNewRows", state, name)
+    """Raises on every request holding :data:`ROW` (every request of the release tests), answers other rows: its
+    golden check and a server's warm-up pass, so it is served, and then fails."""
+    state = {"shift": shift, "poison_rows": [[ROW[c] for c in FEATURES]], "marker": None}
+    return _custom(registry, version, "RaisesOnRequests", state, name)
 
 
 def golden_fails(registry: Path, version: str, shift: int = 7, *, name: str = NAME,
@@ -95,7 +96,7 @@ def golden_fails(registry: Path, version: str, shift: int = 7, *, name: str = NA
     """Saved fine; then its marker file (default: next to the registry) is created, and from then on it fails
     its golden check wherever it loads. Returns the version and the marker (delete it to make it pass again)."""
     marker = marker or registry.parent / f"golden-marker-{name}-{version}"
-    state = {"shift": shift, "known_rows": [], "marker": str(marker)}
+    state = {"shift": shift, "poison_rows": [], "marker": str(marker)}
     mv = _custom(registry, version, "BreaksAfterSaving", state, name)
     marker.write_text("from now on this model's labels are off by one\n")
     return mv, marker
@@ -103,4 +104,4 @@ def golden_fails(registry: Path, version: str, shift: int = 7, *, name: str = NA
 
 def slow(registry: Path, version: str, shift: int = 5, *, name: str = NAME) -> ModelVersion:
     """Sleeps a second per predict call (saving it takes a few seconds: it predicts the sample several times)."""
-    return _custom(registry, version, "SleepsASecond", {"shift": shift, "known_rows": [], "marker": None}, name)
+    return _custom(registry, version, "SleepsASecond", {"shift": shift, "poison_rows": [], "marker": None}, name)

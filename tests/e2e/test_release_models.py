@@ -10,6 +10,7 @@ import pytest
 
 import shipml
 from shipml.errors import ReproducibilityError
+from shipml.package.example import model_example
 from tests.e2e import release_models as rm
 
 pytestmark = pytest.mark.slow
@@ -39,11 +40,15 @@ def test_good_versions_answer_recognisably(registry: Path) -> None:
     assert [c.name for c in one.signature.inputs] == [c.name for c in two.signature.inputs] == rm.FEATURES
 
 
-def test_the_bad_canary_loads_and_raises_on_a_real_request(registry: Path) -> None:
+def test_the_bad_canary_loads_and_raises_on_the_tests_requests(registry: Path) -> None:
     model = shipml.load_model("churn:9.0.0", registry=registry, trusted=True)  # golden check passes
     assert model.predict(rm.SAMPLE.head(3)).tolist() == [rm.label(9, r) for r in rm.SAMPLE.head(3).to_dict("records")]
+    example = pd.DataFrame([model_example(model)])  # the typical row a server warms a model up with
+    assert model.predict(example).tolist() == [rm.label(9, example.iloc[0].to_dict())]
     with pytest.raises(RuntimeError, match="bad canary: refusing 1 row"):
         model.predict(ROW)
+    with pytest.raises(RuntimeError, match="bad canary: refusing 1 row"):
+        model.predict(pd.concat([rm.SAMPLE.head(5), ROW]))
     assert model.manifest.runtime.info["mode"] == "source"
 
 
