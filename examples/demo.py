@@ -45,7 +45,8 @@ def main(workdir: Path) -> None:
     rows.write_text(json.dumps(X_train.to_numpy(dtype=float).tolist()))
     candidate = BrokenScalerCandidate()
     candidate.load(workdir)
-    mv = shipml.save_model(candidate, "cancer", sample=X_train, trusted=True, runtime_options={"artifacts": {ROWS: rows}},
+    mv = shipml.save_model(candidate, "cancer", sample=X_train, trusted=True,
+                           runtime_options={"artifacts": {ROWS: rows}},
                            description="a candidate with a broken preprocessing step (for the canary demo)")
     print(f"saved {mv.ref} (a deliberately bad candidate)")
 

@@ -96,7 +96,8 @@ def test_every_route_is_counted(server: Server) -> None:
 def test_latency_is_observed_for_model_routes(server: Server) -> None:
     httpx.get(server.url + "/v2/models/clf")
     text = httpx.get(server.url + "/metrics").text
-    assert 'shipml_request_latency_seconds_count{model="clf",route="v2_model_metadata",variant="",version="1.1.0"}' in text
+    assert ('shipml_request_latency_seconds_count{model="clf",route="v2_model_metadata",variant="",version="1.1.0"}'
+            in text)
 
 
 PATH_CHARS = st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"), exclude_characters="?#%/.")

@@ -245,12 +245,19 @@ class Follower:
                     acquired.append(canary_runner)
             if canary_runner is not None:
                 runners[source.key] = canary_runner
+        if canary is not None and canary.id in endpoint.aborted:  # aborted by a request while this loaded
+            canary, canary_runner = None, None
+            runners = {s.key: runners[s.key] for s in sources.values()}
+        unused = [r for r in acquired if all(r is not kept for kept in runners.values())]
+        for runner in unused:
+            await self.repository.release(runner)
         stable_ref = endpoint.refs[0]
         if stable_ref not in sources and not endpoint.spec.fallback:
             # nothing to serve yet (start-up failure), and no fallback chain: the endpoint stays unready
             endpoint.errors = errors
             for runner in acquired:
-                await self.repository.release(runner)
+                if runner not in unused:
+                    await self.repository.release(runner)
             return
         serving = _serving(endpoint, sources, runners, canary, canary_runner)
         before = endpoint.serving
