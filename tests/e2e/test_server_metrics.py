@@ -61,14 +61,14 @@ CALLS: list[tuple[str, str, Any, str, tuple[str, str], int]] = [
 
 
 def series(server: Server) -> Counter[tuple[str, str, str, str]]:
-    """shipml_requests_total by (route, model, version, code)."""
+    """shipml_requests_total by (route, model, version, code), summed over variants."""
     text = httpx.get(server.url + "/metrics").text
     out: Counter[tuple[str, str, str, str]] = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "shipml_requests_total":
                 labels = sample.labels
-                out[(labels["route"], labels["model"], labels["version"], labels["code"])] = int(sample.value)
+                out[(labels["route"], labels["model"], labels["version"], labels["code"])] += int(sample.value)
     return out
 
 

@@ -270,6 +270,27 @@ def test_deadlines_answer_on_time_while_the_worker_is_still_busy() -> None:
     asyncio.run(go())
 
 
+def test_a_nearer_deadline_than_the_timer_is_armed_for_still_answers_on_time() -> None:
+    """Requests of one batcher need not share a timeout (a warm-up allows a minute, a model early in a fallback
+    chain half the time left): a request whose deadline comes before the armed timer's re-arms it."""
+    async def go() -> None:
+        worker = Worker(hold_first=True)
+        batcher = make(worker)
+        first = submit(batcher, Item("first"), deadline=time.monotonic() + 3 * GUARD_S)  # arms a far timer
+        await worker.wait_entered()
+        soon = submit(batcher, Item("soon"), deadline=time.monotonic() + 0.05)
+        done, _ = await asyncio.wait([soon], timeout=GUARD_S / 2)
+        assert done, "the nearer deadline waited for the timer armed for the far one"
+        with pytest.raises(DeadlineExceeded, match="deadline"):
+            soon.result()
+        worker.release.set()
+        got = await results([first])
+        await batcher.stop()
+        assert isinstance(got[0], Done)
+
+    asyncio.run(go())
+
+
 def test_an_already_expired_request_on_an_idle_batcher_never_reaches_process() -> None:
     async def go() -> None:
         worker = Worker()

@@ -72,6 +72,7 @@ class AdaptiveBatcher(Generic[T, R]):
         self._forming: list[Pending[T, R]] = []  # the batch being collected
         self._running: list[Pending[T, R]] = []  # the batch being predicted
         self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = 0.0  # when the armed timer fires (monotonic)
         self._stopping = False
 
     @property
@@ -113,8 +114,11 @@ class AdaptiveBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._queue.append(Pending(payload, rows, deadline, future))
-        if self._expiry is None:
+        if self._expiry is None or deadline < self._expiry_at:  # the timer is armed for the earliest deadline
+            if self._expiry is not None:
+                self._expiry.cancel()
             self._expiry = loop.call_later(max(0.0, deadline - time.monotonic()), self._expire)
+            self._expiry_at = deadline
         assert self._wakeup is not None
         self._wakeup.set()
         try:
@@ -138,6 +142,7 @@ class AdaptiveBatcher(Generic[T, R]):
         if earliest != float("inf"):
             delay = max(earliest - now, granularity_s)
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+            self._expiry_at = now + delay
 
     async def _run(self) -> None:
         assert self._wakeup is not None

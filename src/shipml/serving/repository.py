@@ -140,11 +140,14 @@ class ModelRepository:
             model = await asyncio.to_thread(self._load_model, source)
         runner = self.make_runner(model, batching)
         runner.batcher.start()
+        observer, runner.batcher.on_batch = runner.batcher.on_batch, None  # a warm-up is not traffic: not counted
         try:
             await _warm(runner)
         except BaseException:
             await runner.batcher.stop()
             raise
+        finally:
+            runner.batcher.on_batch = observer
         self.hooks.loaded(runner)
         log.info("model %s loaded (golden check passed) in %.2fs", model.ref, time.monotonic() - started)
         return runner
