@@ -223,6 +223,7 @@ ROUTES: list[tuple[str, str, Access]] = [
     ("GET", "/models", Access(PREDICT)),
     ("GET", "/models/churn", Access(PREDICT, "churn")),
     ("POST", "/v2/repository/index", Access(PREDICT)),
+    ("GET", "/admin/releases", Access(ADMIN)),
 ]
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -345,7 +346,8 @@ def test_two_authorization_headers_are_401(store: TokenStore, tokens: dict[str, 
 
 def test_wrong_scope_is_403(store: TokenStore, tokens: dict[str, str]) -> None:
     app = AuthMiddleware(echo_app, store)
-    for method, route in [("DELETE", "/models/churn"), ("POST", "/admin/reload"), ("GET", "/nowhere")]:
+    for method, route in [("DELETE", "/models/churn"), ("POST", "/admin/reload"), ("GET", "/nowhere"),
+                          ("GET", "/admin/releases")]:
         response = request(app, method, route, tokens["predict"])
         assert_denied(response, 403, "needs 'admin'", tokens["predict"])
         assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
@@ -374,7 +376,8 @@ def test_right_token_passes(store: TokenStore, tokens: dict[str, str]) -> None:
     for route in ["/predict", "/models/fraud/predict", "/v2/models/fraud/infer"]:
         assert request(app, "POST", route, tokens["predict"]).status_code == 200
         assert request(app, "POST", route, tokens["admin"]).status_code == 200
-    for method, route in [("DELETE", "/models/churn"), ("POST", "/admin/reload"), ("GET", "/nowhere")]:
+    for method, route in [("DELETE", "/models/churn"), ("POST", "/admin/reload"), ("GET", "/nowhere"),
+                          ("GET", "/admin/releases")]:
         response = request(app, method, route, tokens["admin"])
         assert response.status_code == 200  # unknown paths reach the app, which 404s them
         assert response.json()["token_scope"] == "admin"

@@ -374,12 +374,8 @@ class ShipmlApp:
     async def predict(self, endpoint: EndpointState, data: Any, ctx: RequestContext, request: http.Request,
                       payload: Any, version: str | None, *, want_proba: bool) -> Answer:
         """The endpoint's answer to ``data``; ``ctx`` then says which model, version and variant gave it."""
-        answer = await self.service.predict(endpoint, data, want_proba=want_proba, version=version,
-                                            header=request.header, payload=payload)
-        ctx.answered_by(endpoint.name if answer.model is None else answer.model.name, answer.version,
-                        answer.variant)
-        ctx.rows = len(answer.outcome.predictions)
-        return answer
+        return await self.service.predict(endpoint, data, want_proba=want_proba, version=version,
+                                          header=request.header, payload=payload, ctx=ctx)
 
 
 class _Hooks:

@@ -20,7 +20,8 @@ def new_request_id() -> str:
 @dataclass(slots=True)  # not frozen: filled in as the request goes (which model, version and variant answered)
 class RequestContext:
     """``route``: the route's metrics label; ``model``/``version``/``variant``: what answered (empty until known);
-    ``rows``: rows predicted; ``token_id``: the caller's token, when auth is on."""
+    ``rows``: rows predicted; ``token_id``: the caller's token, when auth is on; ``key``: the request's routing
+    key (A/B endpoints), once the release has read it."""
 
     id: str
     route: str = ""
@@ -29,6 +30,7 @@ class RequestContext:
     variant: str = ""
     rows: int | None = None
     token_id: str | None = None
+    key: str | None = None
 
     def answered_by(self, model: str, version: str, variant: str) -> None:
         self.model, self.version, self.variant = model, version, variant

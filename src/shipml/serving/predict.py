@@ -32,6 +32,7 @@ from shipml.errors import DeadlineExceeded, ServiceUnavailable, ShipmlError
 from shipml.protocol.dataplane import ModelRunner, Outcome
 from shipml.release.router import Default, Target, route
 from shipml.release.shadow import Disagreement, compare
+from shipml.serving.context import RequestContext
 from shipml.serving.endpoints import EndpointState, Follower, Serving
 
 if TYPE_CHECKING:
@@ -69,9 +70,21 @@ class Predictor:
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def predict(self, endpoint: EndpointState, data: Any, *, want_proba: bool, version: str | None = None,
-                      header: Callable[[str], str | None] | None = None, payload: Any = None) -> Answer:
+                      header: Callable[[str], str | None] | None = None, payload: Any = None,
+                      ctx: RequestContext | None = None) -> Answer:
         """The answer to one request's input ``data`` (``payload``: the whole parsed body and ``header``: the
-        request's headers, where an A/B routing key may be)."""
+        request's headers, where an A/B routing key may be). ``ctx``, when given, gets the routing key, what
+        answered (model, version, variant) and the rows predicted."""
+        answer = await self._answer(endpoint, data, want_proba, version, header, payload, ctx)
+        if ctx is not None:
+            ctx.answered_by(endpoint.name if answer.model is None else answer.model.name, answer.version,
+                            answer.variant)
+            ctx.rows = len(answer.outcome.predictions)
+        return answer
+
+    async def _answer(self, endpoint: EndpointState, data: Any, want_proba: bool, version: str | None,
+                      header: Callable[[str], str | None] | None, payload: Any,
+                      ctx: RequestContext | None) -> Answer:
         serving = endpoint.current()
         deadline = time.monotonic() + self.timeout_s
         if version is not None:
@@ -81,6 +94,8 @@ class Predictor:
             return await self._run(serving.stable, "stable", data, want_proba, deadline)
         release = serving.release
         key = release.ab_key.extract(header or _no_header, payload) if release.ab_key is not None else None
+        if ctx is not None:
+            ctx.key = key
         shadow_draws = [random.random() for _ in release.shadows] if release.shadows else ()
         decision = route(release, key, random.random(), shadow_draws)
         chain: list[Target | Default] = [decision.primary]

@@ -19,6 +19,7 @@ from shipml.package.manifest import read_manifest
 from shipml.protocol.dataplane import ModelRunner
 from shipml.registry.registry import Registry
 from shipml.release.router import Default, Release, Target
+from shipml.serving.context import RequestContext
 from shipml.serving.endpoints import EndpointState, Follower
 from shipml.serving.predict import Answer, Predictor, ReleaseObserver
 from shipml.serving.repository import Hooks, ModelRepository
@@ -108,9 +109,11 @@ class ModelService:
         return self.repository.loaded()
 
     async def predict(self, endpoint: EndpointState, data: Any, *, want_proba: bool, version: str | None = None,
-                      header: Callable[[str], str | None] | None = None, payload: Any = None) -> Answer:
+                      header: Callable[[str], str | None] | None = None, payload: Any = None,
+                      ctx: RequestContext | None = None) -> Answer:
+        """See :meth:`Predictor.predict`."""
         return await self.predictor.predict(endpoint, data, want_proba=want_proba, version=version,
-                                            header=header, payload=payload)
+                                            header=header, payload=payload, ctx=ctx)
 
     def releases(self) -> list[dict[str, Any]]:
         """Each endpoint's release state, as ``/admin/releases`` shows it."""
