@@ -330,29 +330,36 @@ def test_a_failing_model_falls_back_to_the_next_one_and_to_the_default(registry:
 
 
 # -- two servers on one registry -------------------------------------------------------------------------------
-def serve_cli(registry: Path, ref: str, http: str) -> Server:
-    """``shipml serve REF`` without a spec (it follows an alias by default)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "shipml.cli", "--registry", str(registry), "serve", ref,
-                             "--port", str(port), "--http", http, "--no-access-log"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server(proc, port)
+def serve_cli(registry: Path, ref: str, *https: str) -> list[Server]:
+    """``shipml serve REF`` without a spec (it follows an alias by default), one process per HTTP server in
+    ``https``, started together."""
+    servers = []
+    for http in https:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "shipml.cli", "--registry", str(registry), "serve", ref,
+                                 "--port", str(port), "--http", http, "--no-access-log"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers.append(Server(proc, port))
     try:
-        server.wait_ready()
+        for server in servers:
+            server.wait_ready()
     except AssertionError:
-        server.stop()
+        for server in servers:
+            server.stop()
         raise
-    return server
+    return servers
 
 
 def test_two_servers_on_one_registry_follow_an_alias_move_within_two_seconds(registry: Path) -> None:
-    servers = [serve_cli(registry, "churn@production", http) for http in ("granian", "uvicorn")]
+    servers = serve_cli(registry, "churn@production", "granian", "uvicorn")
     try:
         with load(servers[0].url + "/predict") as first, load(servers[1].url + "/predict") as second:
             first.wait(1.5)
             before, after = change(registry, "alias", "churn", "production", "2.0.0")
             first.wait(SETTLE_S + 1.5)
     finally:
+        for server in servers:  # both drain at once
+            server.proc.terminate()
         for server in servers:
             server.stop()
     switched = []
