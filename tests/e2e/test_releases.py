@@ -168,6 +168,28 @@ def test_rollbacks_stack_back_through_earlier_releases(registry: Path, following
     assert history[-1].reason == "so does 2.0.0"
 
 
+def test_every_prediction_route_names_the_version_and_variant(following: Server) -> None:
+    """Every prediction answer says who answered: headers on each protocol, and the simple / v2 bodies."""
+    v2 = {"inputs": [{"name": c, "datatype": "FP64", "shape": [1], "data": [rm.ROW[c]]} for c in rm.FEATURES]}
+    with httpx.Client(base_url=following.url, timeout=10) as client:
+        for path, body in (("/predict", rm.BODY), ("/models/churn/predict", rm.BODY),
+                           ("/v1/models/churn:predict", rm.BODY), ("/v2/models/churn/infer", v2)):
+            answer = client.post(path, json=body)
+            assert answer.status_code == 200, (path, answer.text)
+            assert (answer.headers.get("x-shipml-version"), answer.headers.get("x-shipml-variant")) == \
+                ("1.0.0", "stable"), (path, answer.headers)
+            data = answer.json()
+            if path.startswith("/v2/"):
+                assert data["model_version"] == "1.0.0" and data["parameters"]["variant"] == "stable", data
+                assert data["outputs"][0]["data"] == [rm.label(1)]
+            elif not path.startswith("/v1/"):
+                assert (data["version"], data["variant"]) == ("1.0.0", "stable"), data
+                assert data["predictions"] == [rm.label(1)]
+        releases = client.get("/admin/releases")
+        assert releases.status_code == 200, releases.text
+        assert "churn" in releases.text and "1.0.0" in releases.text, releases.text
+
+
 # -- canary ----------------------------------------------------------------------------------------------------
 def wait_canary_state(registry: Path, state: str, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
@@ -249,6 +271,10 @@ def test_ab_assignment_is_sticky_and_splits_by_weight(ab_server: Server) -> None
     assert flapping == {}, f"{len(flapping)} keys got more than one variant, e.g. {list(flapping.items())[:3]}"
     treated = sum(v == {"treatment"} for v in seen.values()) / keys
     assert abs(treated - 0.70) < 0.04, treated  # 2,000 keys: one standard deviation is ~1 %
+    answered = result.by_release
+    for variant, version in AB_VERSIONS.items():  # /metrics counts requests per variant
+        assert metric(ab_server.url, "shipml_requests_total", variant=variant, version=version) >= \
+            answered[version, variant], variant
 
 
 def test_without_a_key_both_variants_answer(ab_server: Server) -> None:
@@ -330,29 +356,36 @@ def test_a_failing_model_falls_back_to_the_next_one_and_to_the_default(registry:
 
 
 # -- two servers on one registry -------------------------------------------------------------------------------
-def serve_cli(registry: Path, ref: str, http: str) -> Server:
-    """``shipml serve REF`` without a spec (it follows an alias by default)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "shipml.cli", "--registry", str(registry), "serve", ref,
-                             "--port", str(port), "--http", http, "--no-access-log"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server(proc, port)
+def serve_cli(registry: Path, ref: str, *https: str) -> list[Server]:
+    """``shipml serve REF`` without a spec (it follows an alias by default), one process per HTTP server in
+    ``https``, started together."""
+    servers = []
+    for http in https:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "shipml.cli", "--registry", str(registry), "serve", ref,
+                                 "--port", str(port), "--http", http, "--no-access-log"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers.append(Server(proc, port))
     try:
-        server.wait_ready()
+        for server in servers:
+            server.wait_ready()
     except AssertionError:
-        server.stop()
+        for server in servers:
+            server.stop()
         raise
-    return server
+    return servers
 
 
 def test_two_servers_on_one_registry_follow_an_alias_move_within_two_seconds(registry: Path) -> None:
-    servers = [serve_cli(registry, "churn@production", http) for http in ("granian", "uvicorn")]
+    servers = serve_cli(registry, "churn@production", "granian", "uvicorn")
     try:
         with load(servers[0].url + "/predict") as first, load(servers[1].url + "/predict") as second:
             first.wait(1.5)
             before, after = change(registry, "alias", "churn", "production", "2.0.0")
             first.wait(SETTLE_S + 1.5)
     finally:
+        for server in servers:  # both drain at once
+            server.proc.terminate()
         for server in servers:
             server.stop()
     switched = []
