@@ -44,6 +44,7 @@ class Request:
     rows: int
     want_proba: bool = True
     source: Any = None
+    model: ModelRunner | None = None  # the runner that predicts it, when not the batch's own (see ``infer``)
 
 
 @dataclass(slots=True)
@@ -105,7 +106,11 @@ class ModelRunner:
             return data.astype(np.float64, copy=False)
         return None
 
-    async def infer(self, data: Any, *, want_proba: bool = True, deadline: float | None = None) -> Outcome:
+    async def infer(self, data: Any, *, want_proba: bool = True, deadline: float | None = None,
+                    via: ModelRunner | None = None) -> Outcome:
+        """The answer to one request. ``via``: another runner with this one's signature that predicts it in this
+        runner's batches (checked once for both; each model predicts its own rows): how a canary or an A/B
+        variant shares the stable model's batches instead of halving them."""
         try:
             request = self.prepare(data, want_proba=want_proba)
         except SchemaError as exc:
@@ -113,9 +118,12 @@ class ModelRunner:
                 raise await self.batcher.call(partial(self._every_problem, data, exc)) from None
             raise
         if request.rows == 0:
+            model = (via or self).model
             empty = np.empty(0)
-            proba = np.empty((0, len(self.model.classes or []))) if want_proba and self.model.has_proba else None
+            proba = np.empty((0, len(model.classes or []))) if want_proba and model.has_proba else None
             return Outcome(empty, proba)
+        if via is not None and via is not self:
+            request.model = via
         return await self.batcher.submit(request, request.rows, deadline or time.monotonic() + 3600)
 
     def _every_problem(self, data: Any, structural: SchemaError) -> SchemaError:
@@ -149,13 +157,13 @@ class ModelRunner:
                     outcomes[i] = _schema_error(problems[i], bad)
                 else:
                     good.append(i)
-        if good:
-            want_proba = any(requests[i].want_proba for i in good)
+        for runner, members in _by_model(self, requests, good):
+            want_proba = any(requests[i].want_proba for i in members)
             table = checked.table
-            if len(good) < len(requests):
-                table = table.take(np.concatenate([np.arange(*bounds[i]) for i in good]))
-            spans = offsets([requests[i].rows for i in good])
-            for i, result in zip(good, self._predict(table, spans, want_proba), strict=True):
+            if len(members) < len(requests):
+                table = table.take(np.concatenate([np.arange(*bounds[i]) for i in members]))
+            spans = offsets([requests[i].rows for i in members])
+            for i, result in zip(members, runner._predict(table, spans, want_proba), strict=True):
                 if isinstance(result, Exception):
                     outcomes[i] = result
                     continue
@@ -272,6 +280,19 @@ class ModelRunner:
 _STRUCTURAL = frozenset({"missing_column", "extra_column"})
 #: One request's share of a predict call: (predictions, probabilities). A tuple: made once per request per batch.
 _Answer = tuple[np.ndarray, np.ndarray | None]
+
+
+def _by_model(own: ModelRunner, requests: Sequence[Request], good: list[int]) -> list[tuple[ModelRunner, list[int]]]:
+    """The requests of ``good`` grouped by the runner that predicts them (``own`` first), in order."""
+    if not good:
+        return []
+    if all(requests[i].model is None for i in good):
+        return [(own, good)]
+    groups: dict[int, tuple[ModelRunner, list[int]]] = {id(own): (own, [])}
+    for i in good:
+        runner = requests[i].model or own
+        groups.setdefault(id(runner), (runner, []))[1].append(i)
+    return [g for g in groups.values() if g[1]]
 
 
 def _shift(spans: list[tuple[int, int]], by: int) -> list[tuple[int, int]]:

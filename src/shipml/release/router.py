@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -152,10 +153,16 @@ def _key_text(value: Any) -> str | None:
 
 def bucket(salt: str, key: str) -> float:
     """A uniform point in [0, 1) for ``key``, fixed for a ``salt`` (the endpoint's name, so that two endpoints
-    split the same users independently): the top 53 bits of blake2b-64 of both."""
-    raw = salt.encode("utf-8", "surrogatepass")
-    digest = blake2b(len(raw).to_bytes(4, "big") + raw + key.encode("utf-8", "surrogatepass"), digest_size=8)
+    split the same users independently): the top 53 bits of blake2b-64 of both (the salt's part hashed once)."""
+    digest = _salted(salt).copy()
+    digest.update(key.encode("utf-8", "surrogatepass"))
     return (int.from_bytes(digest.digest(), "big") >> 11) * _UNIT
+
+
+@lru_cache(maxsize=256)
+def _salted(salt: str) -> Any:
+    raw = salt.encode("utf-8", "surrogatepass")
+    return blake2b(len(raw).to_bytes(4, "big") + raw, digest_size=8)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ class Serving:
     stable: ModelRunner | None  # None: it failed to load, and the fallback chain answers
     front: ModelRunner | None  # what describes the endpoint (inputs, metadata): the stable model, else a fallback
     plain: bool  # a stable model, and no canary, A/B, shadow or fallback: the request path skips routing
+    carriers: dict[Target, ModelRunner]  # the canary and A/B variants that ride on the stable model's batches
 
 
 @dataclass(eq=False)
@@ -351,7 +352,19 @@ def _serving(endpoint: EndpointState, sources: dict[str, Source], runners: dict[
     fallback = next((by_target[t] for t in release.fallbacks if isinstance(t, Target) and t in by_target), None)
     plain = (stable is not None and release.canary is None and not release.ab and not release.shadows
              and not release.fallbacks)
-    return Serving(release, by_target, by_version, stable, stable or fallback, plain)
+    # A canary or an A/B variant with the stable model's signature is checked and queued with the stable model
+    # (each model predicts its own rows of a batch): splitting traffic must not halve the batches, whose fixed
+    # cost (checks, a predict call, a thread hand-off) is most of a small request's. Shadows and fallbacks keep
+    # their own batches: a slow shadow must not delay answers, nor a fallback wait behind the model it replaces.
+    carriers: dict[Target, ModelRunner] = {}
+    if stable is not None:
+        riders = [release.canary] if release.canary is not None else []
+        riders += [t for t, _ in release.ab]
+        for target in riders:
+            runner = by_target.get(target)
+            if runner is not None and runner is not stable and runner.model.signature == stable.model.signature:
+                carriers[target] = stable
+    return Serving(release, by_target, by_version, stable, stable or fallback, plain, carriers)
 
 
 def _targets(release: Release) -> list[Target]:

@@ -75,23 +75,32 @@ class Predictor:
         """The answer to one request's input ``data`` (``payload``: the whole parsed body and ``header``: the
         request's headers, where an A/B routing key may be). ``ctx``, when given, gets the routing key, what
         answered (model, version, variant) and the rows predicted."""
-        answer = await self._answer(endpoint, data, want_proba, version, header, payload, ctx)
+        serving = endpoint.current()
+        deadline = time.monotonic() + self.timeout_s
+        if version is not None:
+            answer = await self._run(endpoint.runner(version), PINNED, data, want_proba, deadline)
+        elif serving.plain and serving.stable is not None:  # the hot path: no routing, one coroutine less
+            runner = serving.stable
+            runner.active += 1
+            try:
+                outcome = await runner.infer(data, want_proba=want_proba, deadline=deadline)
+            except DeadlineExceeded as exc:
+                raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
+            finally:
+                runner.active -= 1
+            model = runner.model
+            answer = Answer(outcome, model, model.version, "stable", model.classes)
+        else:
+            answer = await self._routed(endpoint, serving, data, want_proba, deadline, header, payload, ctx)
         if ctx is not None:
             ctx.answered_by(endpoint.name if answer.model is None else answer.model.name, answer.version,
                             answer.variant)
             ctx.rows = len(answer.outcome.predictions)
         return answer
 
-    async def _answer(self, endpoint: EndpointState, data: Any, want_proba: bool, version: str | None,
+    async def _routed(self, endpoint: EndpointState, serving: Serving, data: Any, want_proba: bool, deadline: float,
                       header: Callable[[str], str | None] | None, payload: Any,
                       ctx: RequestContext | None) -> Answer:
-        serving = endpoint.current()
-        deadline = time.monotonic() + self.timeout_s
-        if version is not None:
-            runner = endpoint.runner(version)
-            return await self._run(runner, PINNED, data, want_proba, deadline)
-        if serving.plain and serving.stable is not None:
-            return await self._run(serving.stable, "stable", data, want_proba, deadline)
         release = serving.release
         key = release.ab_key.extract(header or _no_header, payload) if release.ab_key is not None else None
         if ctx is not None:
@@ -112,6 +121,7 @@ class Predictor:
         error: Exception | None = None
         canary_refusal: ShipmlError | None = None  # a client error from the canary: the stable model judges it
         watch, canary = endpoint.watch, endpoint.canary
+        last = len(chain) - 1
         for i, target in enumerate(chain):
             if isinstance(target, Default):
                 return _default_answer(target, data, serving)
@@ -119,12 +129,15 @@ class Predictor:
             if runner is None:
                 error = ServiceUnavailable(f"model {target.ref} of endpoint {endpoint.name} is not loaded")
                 continue
-            last = i == len(chain) - 1
-            now = time.monotonic()
-            attempt_deadline = deadline if last else now + (deadline - now) / 2
-            started = now
+            started = time.monotonic()
+            attempt_deadline = deadline if i == last else started + (deadline - started) / 2
+            carrier = serving.carriers.get(target)
+            runner.active += 1
             try:
-                answer = await self._run(runner, target.variant, data, want_proba, attempt_deadline)
+                if carrier is None:
+                    outcome = await runner.infer(data, want_proba=want_proba, deadline=attempt_deadline)
+                else:  # in the stable model's batches
+                    outcome = await carrier.infer(data, want_proba=want_proba, deadline=attempt_deadline, via=runner)
             except ShipmlError as exc:
                 if target.variant == "canary":
                     if exc.status >= 500:
@@ -137,11 +150,14 @@ class Predictor:
                     raise
                 error = exc
                 continue
+            finally:
+                runner.active -= 1
             if target.variant == "canary":
                 self._canary_result(endpoint, watch, canary, True, time.monotonic() - started)
             elif canary_refusal is not None:  # the stable model took what the canary refused: the canary's fault
                 self._canary_result(endpoint, watch, canary, False, 0.0)
-            return answer
+            model = runner.model
+            return Answer(outcome, model, model.version, target.variant, model.classes)
         if isinstance(error, DeadlineExceeded):
             raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from error
         raise error or ServiceUnavailable(f"model {endpoint.name} has no model to answer")
