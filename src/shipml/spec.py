@@ -203,7 +203,8 @@ class ShadowSpec(_Strict):
     with the primary's, never returned."""
 
     model: ModelRef
-    fraction: float = Field(1.0, gt=0, le=1, description="share of the requests copied to it, in (0, 1]")
+    fraction: float = Field(1.0, gt=0, le=1, allow_inf_nan=False,
+                            description="share of the requests copied to it, in (0, 1]")
 
 
 class DefaultAnswerSpec(_Strict):
