@@ -114,6 +114,7 @@ class AuthSpec(_Strict):
 
 
 _VARIANT = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+MAX_WEIGHT = 1e9  # shares, not counts: far more than any split needs, and their sum stays exact enough
 RESERVED_VARIANTS = frozenset({"stable", "canary", "fallback", "default", "shadow"})
 
 
@@ -141,7 +142,7 @@ class ABSpec(_Strict):
         " one gets a random variant; no key at all: every request does"))
     variants: dict[str, ModelRef] = Field(description="variant name -> model ref")
     weights: dict[str, _Finite] | None = Field(None, description=(
-        "variant name -> share (>= 0, any positive total, not necessarily 100); default: equal shares"))
+        "variant name -> share (0 to 1e9, any positive total, not necessarily 100); default: equal shares"))
 
     @field_validator("key")
     @classmethod
@@ -189,6 +190,10 @@ class ABSpec(_Strict):
         negative = sorted(n for n, w in self.weights.items() if w < 0)
         if negative:
             raise ValueError(f"weights must be >= 0: {', '.join(f'{n}={self.weights[n]:g}' for n in negative)}")
+        huge = sorted(n for n, w in self.weights.items() if w > MAX_WEIGHT)
+        if huge:
+            raise ValueError(f"weights must be <= {MAX_WEIGHT:g}: "
+                             f"{', '.join(f'{n}={self.weights[n]:g}' for n in huge)}")
         if math.fsum(self.weights.values()) <= 0:
             raise ValueError("weights must have a positive sum (all are 0: no variant would get any request)")
         return self

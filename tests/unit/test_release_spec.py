@@ -77,6 +77,8 @@ AB = {"variants": {"a": "churn:1.0.0", "b": "churn:1.1.0"}}
                                                           " variants: weights for unknown variants c"),
     ({"ab": {**AB, "weights": {"a": -5, "b": 10}}}, "endpoints.0.ab: weights must be >= 0: a=-5"),
     ({"ab": {**AB, "weights": {"a": 0, "b": 0}}}, "endpoints.0.ab: weights must have a positive sum"),
+    ({"ab": {**AB, "weights": {"a": 1e300, "b": 1e300}}}, "endpoints.0.ab: weights must be <= 1e+09: a=1e+300,"
+                                                          " b=1e+300"),
     ({"ab": {**AB, "weights": {"a": math.inf, "b": 1}}}, "endpoints.0.ab.weights.a: Input should be a finite number"),
     ({"ab": {**AB, "weights": {"a": "half", "b": 1}}}, "endpoints.0.ab.weights: the weight of 'a' must be a number"),
     ({"ab": {**AB, "weights": {"a": True, "b": 1}}}, "endpoints.0.ab.weights: the weight of 'a' must be a number"),
@@ -153,17 +155,16 @@ def test_a_variant_name_is_accepted_exactly_when_it_is_an_identifier_and_not_res
 
 
 weights = st.dictionaries(st.sampled_from(["a", "b", "c"]),
-                          st.integers(-3, 100) | st.floats(allow_nan=True, allow_infinity=True), max_size=3)
+                          st.integers(-3, 100) | st.floats(), max_size=3)
 
 
 @SETTINGS
 @given(given_weights=weights)
-def test_weights_are_accepted_exactly_when_they_name_the_variants_are_finite_non_negative_and_sum_above_zero(
+def test_weights_are_accepted_exactly_when_they_name_the_variants_are_in_range_and_sum_above_zero(
         given_weights: dict[str, float]) -> None:
     ab = {"variants": {"a": "churn:1.0.0", "b": "churn:1.1.0"}, "weights": given_weights}
     values = list(given_weights.values())
-    ok = (set(given_weights) == {"a", "b"} and all(math.isfinite(w) and w >= 0 for w in values)
-          and math.fsum(values) > 0)
+    ok = set(given_weights) == {"a", "b"} and all(0 <= w <= 1e9 for w in values) and sum(values) > 0
     if not ok:
         assert refused(ab=ab).startswith("endpoints.0.ab")
         return
