@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -28,9 +29,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -315,6 +318,15 @@ class EndpointSpec(_Strict):
             raise ValueError(f"each fallback model may be listed once, repeated: {', '.join(dup)}")
         return v
 
+    @model_serializer(mode="wrap")
+    def _without_release_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An endpoint that does not use the release fields is written as before they existed."""
+        data: dict[str, Any] = handler(self)
+        for key, default in (("follow", True), ("shadow", []), ("fallback", [])):
+            if key in data and data[key] == default:
+                del data[key]
+        return data
+
     @model_validator(mode="after")
     def _fallback_is_another_model(self) -> EndpointSpec:
         if self.ab is None and self.models[0] in self.fallback:
@@ -506,41 +518,44 @@ def _anchored(data: object, base: Path) -> object:
         out["registry"] = anchor(out["registry"])
     endpoints = out.get("endpoints")
     if isinstance(endpoints, list):
-        out["endpoints"] = [_anchored_endpoint(e, base) for e in endpoints]
+        out["endpoints"] = [endpoint_with_refs(e, lambda ref: _anchored_ref(ref, base)) for e in endpoints]
     return out
 
 
-def _anchored_endpoint(endpoint: object, base: Path) -> object:
-    """An endpoint's refs (models, A/B variants, shadows, fallbacks) anchored like ``_anchored_ref``; whatever
-    does not have the expected shape is left for the spec's validation to name."""
+def endpoint_with_refs(endpoint: object, replace: Callable[[str], str]) -> object:
+    """A raw endpoint mapping (as in a spec file, or dumped from an ``EndpointSpec``) with each of its model refs
+    (models, A/B variants, shadows, fallbacks) replaced by ``replace(ref)``. Whatever does not have the expected
+    shape is left as it is, for the spec's validation to name."""
     if not isinstance(endpoint, dict):
         return endpoint
-    out = dict(endpoint)
-    if isinstance(out.get("models"), list):
-        out["models"] = [_anchored_ref(m, base) for m in out["models"]]
-    ab = out.get("ab")
-    if isinstance(ab, dict) and isinstance(ab.get("variants"), dict):
-        out["ab"] = {**ab, "variants": {k: _anchored_ref(v, base) for k, v in ab["variants"].items()}}
+
+    def one(ref: object) -> object:
+        return replace(ref) if isinstance(ref, str) else ref
 
     def shadow(item: object) -> object:
-        return {**item, "model": _anchored_ref(item["model"], base)} if isinstance(item, dict) and "model" in item \
-            else item
+        return {**item, "model": one(item["model"])} if isinstance(item, dict) and "model" in item else item
 
+    out = dict(endpoint)
+    if isinstance(out.get("models"), list):
+        out["models"] = [one(m) for m in out["models"]]
+    ab = out.get("ab")
+    if isinstance(ab, dict) and isinstance(ab.get("variants"), dict):
+        out["ab"] = {**ab, "variants": {k: one(v) for k, v in ab["variants"].items()}}
     if isinstance(out.get("shadow"), dict):
         out["shadow"] = shadow(out["shadow"])
     elif isinstance(out.get("shadow"), list):
         out["shadow"] = [shadow(s) for s in out["shadow"]]
     if isinstance(out.get("fallback"), str):
-        out["fallback"] = _anchored_ref(out["fallback"], base)
+        out["fallback"] = one(out["fallback"])
     elif isinstance(out.get("fallback"), list):
-        out["fallback"] = [_anchored_ref(f, base) for f in out["fallback"]]
+        out["fallback"] = [one(f) for f in out["fallback"]]
     return out
 
 
-def _anchored_ref(ref: object, base: Path) -> object:
+def _anchored_ref(ref: str, base: Path) -> str:
     """A model ref naming a package directory relative to the spec file (``./pkg``, ``../pkg``, or a bare name
     of a directory holding shipml.json next to the spec), made absolute; registry refs unchanged."""
-    if not isinstance(ref, str) or not ref or Path(ref).is_absolute() or ref.startswith("~"):
+    if not ref or Path(ref).is_absolute() or ref.startswith("~"):
         return ref
     if ref.startswith(("./", "../")) or ref in (".", "..") or (base / ref / "shipml.json").is_file():
         return str(absolute(base / ref))

@@ -57,6 +57,13 @@ def test_an_endpoint_without_release_fields_keeps_its_meaning() -> None:
     assert parse_spec({"endpoints": [endpoint(follow=False)]}).endpoints[0].follow is False
 
 
+def test_an_endpoint_without_release_fields_is_written_as_before_they_existed() -> None:
+    spec = parse_spec({"endpoints": [endpoint(), endpoint(name="b", follow=False, fallback=["x:1.0.0"])]})
+    written = spec.model_dump(mode="json", exclude_none=True)["endpoints"]
+    assert written == [endpoint(), endpoint(name="b", follow=False, fallback=["x:1.0.0"])]
+    assert yaml.safe_load(spec.to_yaml())["endpoints"] == written
+
+
 def test_single_items_may_stand_for_lists_and_weights_default_to_equal_shares() -> None:
     e = parse_spec({"endpoints": [endpoint(shadow=[{"model": "a:1.0.0"}, {"model": "b:1.0.0", "fraction": 0.1}],
                                            fallback="churn:1.0.0",
