@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shipml.release
 from shipml.errors import SpecError
 from shipml.release import Decision, Default, KeySource, Release, Target, bucket, build_release, route
 from shipml.spec import parse_spec
@@ -118,6 +119,13 @@ def test_bucket_is_a_point_of_the_unit_interval_fixed_by_salt_and_key(salt: str,
 
 def test_salt_and_key_do_not_run_into_each_other() -> None:
     assert bucket("ab", "c") != bucket("a", "bc")
+    assert 0.0 <= bucket("churn", "\ud800 lone surrogate") < 1.0  # json.loads lets these through
+
+
+def test_the_release_package_exports_its_interface() -> None:
+    assert set(shipml.release.__all__) == {
+        "CanaryWatch", "Decision", "Default", "Disagreement", "KeySource", "Release", "Target", "WatchLimits",
+        "bucket", "build_release", "compare", "route"}
 
 
 def test_an_ab_release_ignores_a_canary_and_every_decision_carries_the_fallbacks() -> None:
