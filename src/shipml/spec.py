@@ -11,7 +11,10 @@ Example::
     auth: {enabled: true, metrics_auth: false, open_docs: false}
     endpoints:
       - name: churn
-        models: [churn@production]
+        models: [churn@production]              # models[0] answers; an @alias is followed while serving
+        ab: {key: "header:X-User-ID", variants: {control: "churn:1.2.0", treatment: "churn:1.3.0"}}
+        shadow: {model: "churn:2.0.0", fraction: 0.1}
+        fallback: ["churn:1.1.0", {default: {prediction: 0}}]
 """
 
 from __future__ import annotations
@@ -487,7 +490,7 @@ def _place(loc: tuple[int | str, ...]) -> list[str]:
 
 def load_spec(path: str | Path) -> DeploymentSpec:
     """The spec in the file ``path``. Relative paths in it (``registry``, model packages among the endpoints'
-    models) are relative to the file's directory, whatever the current directory. (``auth.tokens_file`` is left
+    refs: models, A/B variants, shadows, fallbacks) are relative to the file's directory, whatever the current directory. (``auth.tokens_file`` is left
     as written: for a pod it names a path inside the container.)"""
     p = Path(path)
     try:
