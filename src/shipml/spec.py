@@ -490,8 +490,8 @@ def _place(loc: tuple[int | str, ...]) -> list[str]:
 
 def load_spec(path: str | Path) -> DeploymentSpec:
     """The spec in the file ``path``. Relative paths in it (``registry``, model packages among the endpoints'
-    refs: models, A/B variants, shadows, fallbacks) are relative to the file's directory, whatever the current directory. (``auth.tokens_file`` is left
-    as written: for a pod it names a path inside the container.)"""
+    refs: models, A/B variants, shadows, fallbacks) are relative to the file's directory, whatever the current
+    directory. (``auth.tokens_file`` is left as written: for a pod it names a path inside the container.)"""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
