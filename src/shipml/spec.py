@@ -11,15 +11,19 @@ Example::
     auth: {enabled: true, metrics_auth: false, open_docs: false}
     endpoints:
       - name: churn
-        models: [churn@production]
+        models: [churn@production]              # models[0] answers; an @alias is followed while serving
+        ab: {key: "header:X-User-ID", variants: {control: "churn:1.2.0", treatment: "churn:1.3.0"}}
+        shadow: {model: "churn:2.0.0", fraction: 0.1}
+        fallback: ["churn:1.1.0", {default: {prediction: 0}}]
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -28,9 +32,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -117,6 +123,7 @@ class AuthSpec(_Strict):
 
 
 _VARIANT = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+MAX_WEIGHT = 1e9  # shares, not counts: far more than any split needs, and their sum stays exact enough
 RESERVED_VARIANTS = frozenset({"stable", "canary", "fallback", "default", "shadow"})
 
 
@@ -144,7 +151,7 @@ class ABSpec(_Strict):
         " one gets a random variant; no key at all: every request does"))
     variants: dict[str, ModelRef] = Field(description="variant name -> model ref")
     weights: dict[str, _Finite] | None = Field(None, description=(
-        "variant name -> share (>= 0, any positive total, not necessarily 100); default: equal shares"))
+        "variant name -> share (0 to 1e9, any positive total, not necessarily 100); default: equal shares"))
 
     @field_validator("key")
     @classmethod
@@ -192,6 +199,10 @@ class ABSpec(_Strict):
         negative = sorted(n for n, w in self.weights.items() if w < 0)
         if negative:
             raise ValueError(f"weights must be >= 0: {', '.join(f'{n}={self.weights[n]:g}' for n in negative)}")
+        huge = sorted(n for n, w in self.weights.items() if w > MAX_WEIGHT)
+        if huge:
+            raise ValueError(f"weights must be <= {MAX_WEIGHT:g}: "
+                             f"{', '.join(f'{n}={self.weights[n]:g}' for n in huge)}")
         if math.fsum(self.weights.values()) <= 0:
             raise ValueError("weights must have a positive sum (all are 0: no variant would get any request)")
         return self
@@ -206,7 +217,8 @@ class ShadowSpec(_Strict):
     with the primary's, never returned."""
 
     model: ModelRef
-    fraction: float = Field(1.0, gt=0, le=1, description="share of the requests copied to it, in (0, 1]")
+    fraction: float = Field(1.0, gt=0, le=1, allow_inf_nan=False,
+                            description="share of the requests copied to it, in (0, 1]")
 
 
 class DefaultAnswerSpec(_Strict):
@@ -311,6 +323,15 @@ class EndpointSpec(_Strict):
         if dup:
             raise ValueError(f"each fallback model may be listed once, repeated: {', '.join(dup)}")
         return v
+
+    @model_serializer(mode="wrap")
+    def _without_release_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An endpoint that does not use the release fields is written as before they existed."""
+        data: dict[str, Any] = handler(self)
+        for key, default in (("follow", True), ("shadow", []), ("fallback", [])):
+            if key in data and data[key] == default:
+                del data[key]
+        return data
 
     @model_validator(mode="after")
     def _fallback_is_another_model(self) -> EndpointSpec:
@@ -472,8 +493,8 @@ def _place(loc: tuple[int | str, ...]) -> list[str]:
 
 def load_spec(path: str | Path) -> DeploymentSpec:
     """The spec in the file ``path``. Relative paths in it (``registry``, model packages among the endpoints'
-    models) are relative to the file's directory, whatever the current directory. (``auth.tokens_file`` is left
-    as written: for a pod it names a path inside the container.)"""
+    refs: models, A/B variants, shadows, fallbacks) are relative to the file's directory, whatever the current
+    directory. (``auth.tokens_file`` is left as written: for a pod it names a path inside the container.)"""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -503,41 +524,44 @@ def _anchored(data: object, base: Path) -> object:
         out["registry"] = anchor(out["registry"])
     endpoints = out.get("endpoints")
     if isinstance(endpoints, list):
-        out["endpoints"] = [_anchored_endpoint(e, base) for e in endpoints]
+        out["endpoints"] = [endpoint_with_refs(e, lambda ref: _anchored_ref(ref, base)) for e in endpoints]
     return out
 
 
-def _anchored_endpoint(endpoint: object, base: Path) -> object:
-    """An endpoint's refs (models, A/B variants, shadows, fallbacks) anchored like ``_anchored_ref``; whatever
-    does not have the expected shape is left for the spec's validation to name."""
+def endpoint_with_refs(endpoint: object, replace: Callable[[str], str]) -> object:
+    """A raw endpoint mapping (as in a spec file, or dumped from an ``EndpointSpec``) with each of its model refs
+    (models, A/B variants, shadows, fallbacks) replaced by ``replace(ref)``. Whatever does not have the expected
+    shape is left as it is, for the spec's validation to name."""
     if not isinstance(endpoint, dict):
         return endpoint
-    out = dict(endpoint)
-    if isinstance(out.get("models"), list):
-        out["models"] = [_anchored_ref(m, base) for m in out["models"]]
-    ab = out.get("ab")
-    if isinstance(ab, dict) and isinstance(ab.get("variants"), dict):
-        out["ab"] = {**ab, "variants": {k: _anchored_ref(v, base) for k, v in ab["variants"].items()}}
+
+    def one(ref: object) -> object:
+        return replace(ref) if isinstance(ref, str) else ref
 
     def shadow(item: object) -> object:
-        return {**item, "model": _anchored_ref(item["model"], base)} if isinstance(item, dict) and "model" in item \
-            else item
+        return {**item, "model": one(item["model"])} if isinstance(item, dict) and "model" in item else item
 
+    out = dict(endpoint)
+    if isinstance(out.get("models"), list):
+        out["models"] = [one(m) for m in out["models"]]
+    ab = out.get("ab")
+    if isinstance(ab, dict) and isinstance(ab.get("variants"), dict):
+        out["ab"] = {**ab, "variants": {k: one(v) for k, v in ab["variants"].items()}}
     if isinstance(out.get("shadow"), dict):
         out["shadow"] = shadow(out["shadow"])
     elif isinstance(out.get("shadow"), list):
         out["shadow"] = [shadow(s) for s in out["shadow"]]
     if isinstance(out.get("fallback"), str):
-        out["fallback"] = _anchored_ref(out["fallback"], base)
+        out["fallback"] = one(out["fallback"])
     elif isinstance(out.get("fallback"), list):
-        out["fallback"] = [_anchored_ref(f, base) for f in out["fallback"]]
+        out["fallback"] = [one(f) for f in out["fallback"]]
     return out
 
 
-def _anchored_ref(ref: object, base: Path) -> object:
+def _anchored_ref(ref: str, base: Path) -> str:
     """A model ref naming a package directory relative to the spec file (``./pkg``, ``../pkg``, or a bare name
     of a directory holding shipml.json next to the spec), made absolute; registry refs unchanged."""
-    if not isinstance(ref, str) or not ref or Path(ref).is_absolute() or ref.startswith("~"):
+    if not ref or Path(ref).is_absolute() or ref.startswith("~"):
         return ref
     if ref.startswith(("./", "../")) or ref in (".", "..") or (base / ref / "shipml.json").is_file():
         return str(absolute(base / ref))

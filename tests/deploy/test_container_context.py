@@ -475,3 +475,19 @@ def test_find_engine_prefers_podman(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert find_engine("docker") == str(bin_dir / "docker")
     os.remove(bin_dir / "podman")
     assert find_engine() == str(bin_dir / "docker") and find_engine("podman") is None
+
+
+def test_every_release_ref_is_baked_and_served_by_name_and_version(registry_dir: Path, tmp_path: Path) -> None:
+    package = registry_dir / "models" / "lin" / "versions" / "1.0.0"
+    spec = parse_spec({"registry": str(registry_dir), "endpoints": [{
+        "name": "clf", "models": ["clf@production"],
+        "ab": {"key": "header:X-User", "variants": {"a": "clf:1.0.0", "b": "clf:1.1.0"}},
+        "shadow": {"model": str(package), "fraction": 0.5},
+        "fallback": ["lin:1.0.0", {"default": {"prediction": 0}}]}]})
+    ctx = write_context(spec, tmp_path / "ctx", install=RELEASE)
+    assert [m.ref for m in ctx.models] == ["clf:1.0.0", "clf:1.1.0", "lin:1.0.0"]
+    served = load_spec(ctx.directory / "shipml.yaml").endpoints[0]
+    assert served.ab is not None and served.ab.variants == {"a": "clf:1.0.0", "b": "clf:1.1.0"}
+    assert [(s.model, s.fraction) for s in served.shadow] == [("lin:1.0.0", 0.5)]
+    assert served.fallback[0] == "lin:1.0.0" and len(served.fallback) == 2
+    assert shipml.load_model("clf:1.1.0", registry=ctx.directory / "registry").version == "1.1.0"

@@ -30,6 +30,8 @@ from shipml.deploy.kubernetes import (
     RUN_AS,
     Manifests,
     generate,
+    pod_refs,
+    pod_spec,
     write_manifests,
 )
 from shipml.errors import ConflictError, InvalidNameError, ShipmlError, SpecError
@@ -568,3 +570,14 @@ def test_bad_spec_files_and_arguments(tmp_path: Path) -> None:
     result = k8s("churn")
     assert result.exit_code == 2 and "-o" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_release_refs_naming_a_package_directory_are_served_by_name_and_version(churn_registry: Path) -> None:
+    package = churn_registry / "registry" / "models" / "churn" / "versions" / GOOD
+    spec = parse_spec({"endpoints": [{"name": "churn", "models": [f"churn:{WEAK}"],
+                                      "ab": {"variants": {"a": f"churn:{WEAK}", "b": str(package)}},
+                                      "shadow": [{"model": str(package)}], "fallback": [str(package)]}]})
+    assert pod_refs(spec) == {f"churn:{WEAK}": f"churn:{WEAK}", str(package): f"churn:{GOOD}"}
+    inner = pod_spec(spec).endpoints[0]
+    assert inner.ab is not None and inner.ab.variants == {"a": f"churn:{WEAK}", "b": f"churn:{GOOD}"}
+    assert inner.shadow[0].model == f"churn:{GOOD}" and inner.fallback == [f"churn:{GOOD}"]

@@ -369,3 +369,17 @@ def test_replica_with_a_model_that_fails_to_load_never_starts(registry_dir: Path
             replica.check_health()
 
     asyncio.run(scenario())
+
+
+def test_release_refs_are_pinned_and_checked_too(registry_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = shipml.Registry(registry_dir).get(f"churn:{GOOD}").path
+    monkeypatch.chdir(package.parent)
+    spec = make_spec(registry_dir, endpoints=[{"name": "a", "models": ["churn"],
+                                               "shadow": {"model": f"./{package.name}"},
+                                               "fallback": ["churn:1.0.0"]}])
+    pinned = pinned_spec(spec).endpoints[0]
+    assert pinned.shadow[0].model == str(package) and pinned.fallback == ["churn:1.0.0"]
+    assert check_models(spec) == {"churn": GOOD, f"./{package.name}": package.name, "churn:1.0.0": "1.0.0"}
+    missing = make_spec(registry_dir, endpoints=[{"name": "a", "models": ["churn"], "fallback": ["nope:1.0.0"]}])
+    with pytest.raises(NotFoundError, match="nope"):
+        check_models(missing)

@@ -50,7 +50,7 @@ from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, read_ma
 from shipml.registry import ledger
 from shipml.registry.names import Ref
 from shipml.registry.registry import Registry
-from shipml.spec import DeploymentSpec, parse_spec
+from shipml.spec import DeploymentSpec, endpoint_with_refs, parse_spec
 
 # Where the server finds API tokens in the image when the spec does not say: a mount point, never baked in.
 TOKENS_MOUNT = "/run/secrets/shipml/tokens.json"
@@ -113,7 +113,7 @@ def resolve_models(spec: DeploymentSpec, registry: Registry) -> tuple[list[Packa
     found: dict[tuple[str, str], PackagedModel] = {}
     refs: dict[str, str] = {}
     for endpoint in spec.endpoints:
-        for text in endpoint.models:
+        for text in spec.refs_of(endpoint):
             ref = Ref.parse(text)
             alias: tuple[str, ...] = ()
             if ref.path is not None:
@@ -221,8 +221,7 @@ def image_spec(spec: DeploymentSpec, refs: dict[str, str]) -> tuple[DeploymentSp
     data: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
     data["registry"] = REGISTRY_DIR
     data["server"]["host"] = "0.0.0.0"  # the container's own interface; publishing is the runner's choice
-    for endpoint in data["endpoints"]:
-        endpoint["models"] = [refs[r] for r in endpoint["models"]]
+    data["endpoints"] = [endpoint_with_refs(e, refs.__getitem__) for e in data["endpoints"]]
     notes = []
     if spec.server.port < 1024:
         notes.append(f"port {spec.server.port} is below 1024: the image's non-root user can bind it only where the"

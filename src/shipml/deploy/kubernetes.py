@@ -51,7 +51,7 @@ from shipml.package.manifest import read_manifest
 from shipml.registry import local
 from shipml.registry.names import Ref
 from shipml.registry.registry import Registry
-from shipml.spec import DeploymentSpec, S3SourceSpec, parse_spec
+from shipml.spec import DeploymentSpec, S3SourceSpec, endpoint_with_refs, parse_spec
 
 RUN_AS = UID  # the image's user (shipml build)
 IMAGE_REGISTRY = REGISTRY_DIR
@@ -246,7 +246,7 @@ def pod_refs(spec: DeploymentSpec) -> dict[str, str]:
     ``shipml build`` stores it; an S3 bucket must hold it under that name too)."""
     out: dict[str, str] = {}
     for endpoint in spec.endpoints:
-        for text in endpoint.models:
+        for text in spec.refs_of(endpoint):
             ref = Ref.parse(text)
             if ref.path is None:
                 out[text] = text
@@ -264,8 +264,7 @@ def pod_spec(spec: DeploymentSpec, refs: dict[str, str] | None = None) -> Deploy
     data = spec.model_dump(mode="json", exclude_none=True)
     data["server"]["host"] = "0.0.0.0"  # a pod must listen on its own IP, not on loopback
     data["registry"] = registry_path(spec)
-    for endpoint in data["endpoints"]:
-        endpoint["models"] = [refs[r] for r in endpoint["models"]]
+    data["endpoints"] = [endpoint_with_refs(e, refs.__getitem__) for e in data["endpoints"]]
     if spec.auth.enabled:
         data["auth"]["tokens_file"] = str(tokens_path(spec))
     return parse_spec(data, "spec for the pod")

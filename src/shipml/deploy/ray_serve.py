@@ -39,7 +39,7 @@ from shipml.registry.names import Ref
 from shipml.registry.registry import Registry
 from shipml.server import http
 from shipml.server.auth import route_path
-from shipml.spec import DeploymentSpec, load_spec, parse_spec
+from shipml.spec import DeploymentSpec, endpoint_with_refs, load_spec, parse_spec
 
 if TYPE_CHECKING:
     from shipml.server.app import ShipmlApp
@@ -93,8 +93,7 @@ def pinned_spec(spec: DeploymentSpec, registry: str | Path | None = None) -> Dep
     ``~/.shipml`` as seen here), model packages given as paths, and the auth tokens file."""
     data = spec.model_dump(mode="json", exclude_none=True)
     data["registry"] = str(Registry(spec.registry or registry).root)
-    for endpoint in data["endpoints"]:
-        endpoint["models"] = [_absolute_ref(ref) for ref in endpoint["models"]]
+    data["endpoints"] = [endpoint_with_refs(e, _absolute_ref) for e in data["endpoints"]]
     tokens = data["auth"].get("tokens_file")
     if tokens:
         data["auth"]["tokens_file"] = str(Path(tokens).expanduser().absolute())
@@ -113,7 +112,7 @@ def check_models(spec: DeploymentSpec) -> dict[str, str]:
     found: dict[str, str] = {}
     missing: list[str] = []
     for endpoint in spec.endpoints:
-        for ref in endpoint.models:
+        for ref in spec.refs_of(endpoint):
             r = Ref.parse(ref)
             if r.path is not None:
                 if (r.path / "shipml.json").is_file():

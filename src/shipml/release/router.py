@@ -147,7 +147,7 @@ def _key_text(value: Any) -> str | None:
         return repr(value) if math.isfinite(value) else None
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-    except (TypeError, ValueError, RecursionError):  # too deep, an int over 64 bits, not JSON at all
+    except orjson.JSONEncodeError:  # nested over 255 deep, an int over 64 bits, not JSON at all
         return None
 
 

@@ -67,23 +67,22 @@ def _same_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     kinds = a.dtype.kind + b.dtype.kind
     try:
         if set(kinds) <= _NUMERIC:
-            with np.errstate(all="ignore"):
-                equal = np.asarray(a == b) | (_nan(a) & _nan(b))
-            return np.asarray(equal.all(axis=1), dtype=bool)
+            equal = np.asarray(a == b)
+            if a.dtype.kind in "fc" and b.dtype.kind in "fc":  # NaN is no label, but the same no label
+                equal |= np.isnan(a) & np.isnan(b)
+            rows: np.ndarray = np.logical_and.reduce(equal, axis=1)
+            return rows
         if a.dtype.kind == b.dtype.kind and a.dtype.kind in "USMm":
             equal = np.asarray(a == b)
             if equal.shape == a.shape and equal.dtype == bool:
                 if a.dtype.kind in "Mm":
                     equal |= np.isnat(a) & np.isnat(b)
-                return np.asarray(equal.all(axis=1), dtype=bool)
+                same: np.ndarray = np.logical_and.reduce(equal, axis=1)
+                return same
     except Exception:  # a comparison numpy has no loop for: compare value by value below
         pass
     return np.fromiter((all(_same(x, y) for x, y in zip(ra, rb, strict=True))
                         for ra, rb in zip(a.tolist(), b.tolist(), strict=True)), dtype=bool, count=a.shape[0])
-
-
-def _nan(values: np.ndarray) -> np.ndarray:
-    return np.isnan(values) if values.dtype.kind in "fc" else np.zeros(values.shape, dtype=bool)
 
 
 def _same(x: Any, y: Any) -> bool:
@@ -110,10 +109,10 @@ def _proba_diff(primary: Any, shadow: Any, primary_classes: Sequence[Any] | None
             return 0.0, 0
         q = q[:, order]
     rows = min(p.shape[0], q.shape[0])
-    with np.errstate(all="ignore"):
-        diff = np.abs(p[:rows] - q[:rows]).mean(axis=1)
+    with np.errstate(all="ignore"):  # huge values overflow to inf: those rows are left out below
+        diff = np.add.reduce(np.abs(p[:rows] - q[:rows]), axis=1) / p.shape[1]
     finite = diff[np.isfinite(diff)]
-    return float(math.fsum(finite.tolist())), int(finite.shape[0])
+    return float(np.add.reduce(finite)), int(finite.shape[0])
 
 
 def _numbers(values: Any) -> np.ndarray | None:
