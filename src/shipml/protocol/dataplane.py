@@ -161,7 +161,7 @@ class ModelRunner:
             want_proba = any(requests[i].want_proba for i in members)
             table = checked.table
             if len(members) < len(requests):
-                table = table.take(np.concatenate([np.arange(*bounds[i]) for i in members]))
+                table = table.take(_rows_of(bounds, members))
             spans = offsets([requests[i].rows for i in members])
             for i, result in zip(members, runner._predict(table, spans, want_proba), strict=True):
                 if isinstance(result, Exception):
@@ -284,15 +284,25 @@ _Answer = tuple[np.ndarray, np.ndarray | None]
 
 def _by_model(own: ModelRunner, requests: Sequence[Request], good: list[int]) -> list[tuple[ModelRunner, list[int]]]:
     """The requests of ``good`` grouped by the runner that predicts them (``own`` first), in order."""
-    if not good:
-        return []
-    if all(requests[i].model is None for i in good):
-        return [(own, good)]
-    groups: dict[int, tuple[ModelRunner, list[int]]] = {id(own): (own, [])}
+    mine = [i for i in good if requests[i].model is None]
+    if len(mine) == len(good):
+        return [(own, good)] if good else []
+    groups: dict[ModelRunner, list[int]] = {}
     for i in good:
-        runner = requests[i].model or own
-        groups.setdefault(id(runner), (runner, []))[1].append(i)
-    return [g for g in groups.values() if g[1]]
+        runner = requests[i].model
+        if runner is not None:
+            groups.setdefault(runner, []).append(i)
+    return ([(own, mine)] if mine else []) + list(groups.items())
+
+
+def _rows_of(bounds: list[tuple[int, int]], members: list[int]) -> np.ndarray:
+    """The row numbers of the requests ``members`` (``bounds``: each request's rows), in order."""
+    starts = np.array([bounds[i][0] for i in members], dtype=np.int64)
+    lengths = np.array([bounds[i][1] for i in members], dtype=np.int64) - starts
+    if (lengths == 1).all():
+        return starts
+    before = np.cumsum(lengths) - lengths  # rows of the members before each one
+    return np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()))
 
 
 def _shift(spans: list[tuple[int, int]], by: int) -> list[tuple[int, int]]:
