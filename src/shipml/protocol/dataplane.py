@@ -108,9 +108,9 @@ class ModelRunner:
 
     async def infer(self, data: Any, *, want_proba: bool = True, deadline: float | None = None,
                     via: ModelRunner | None = None) -> Outcome:
-        """The answer to one request. ``via``: another runner with this one's signature that predicts it in this
-        runner's batches (checked once for both; each model predicts its own rows): how a canary or an A/B
-        variant shares the stable model's batches instead of halving them."""
+        """The answer to one request. ``via``: another runner, whose inputs have this one's names and types, that
+        checks and predicts it in this runner's batches (see ``_process_riders``): how a canary or an A/B variant
+        shares the stable model's batches and worker thread instead of halving the batches."""
         try:
             request = self.prepare(data, want_proba=want_proba)
         except SchemaError as exc:
@@ -137,6 +137,8 @@ class ModelRunner:
 
     # -- per batch, in the worker thread -------------------------------------------------------------------
     def _process(self, requests: Sequence[Request]) -> list[Outcome | Exception]:
+        if any(r.model is not None and r.model is not self for r in requests):
+            return self._process_riders(requests)
         try:
             checked = check(self._merge(requests), self.model.signature, self.policy)
         except Exception as exc:  # a value the checks could not handle: find whose it is, fail that one alone
@@ -157,19 +159,29 @@ class ModelRunner:
                     outcomes[i] = _schema_error(problems[i], bad)
                 else:
                     good.append(i)
-        for runner, members in _by_model(self, requests, good):
-            want_proba = any(requests[i].want_proba for i in members)
+        if good:
+            want_proba = any(requests[i].want_proba for i in good)
             table = checked.table
-            if len(members) < len(requests):
-                table = table.take(_rows_of(bounds, members))
-            spans = offsets([requests[i].rows for i in members])
-            for i, result in zip(members, runner._predict(table, spans, want_proba), strict=True):
+            if len(good) < len(requests):
+                table = table.take(np.concatenate([np.arange(*bounds[i]) for i in good]))
+            spans = offsets([requests[i].rows for i in good])
+            for i, result in zip(good, self._predict(table, spans, want_proba), strict=True):
                 if isinstance(result, Exception):
                     outcomes[i] = result
                     continue
                 predictions, probabilities = result
                 warnings = [p for p in problems[i] if p.severity == "warning"]
                 outcomes[i] = Outcome(predictions, probabilities if requests[i].want_proba else None, warnings)
+        return [o if o is not None else InferenceError("no outcome") for o in outcomes]
+
+    def _process_riders(self, requests: Sequence[Request]) -> list[Outcome | Exception]:
+        """A batch holding requests for other runners (a canary, A/B variants: ``infer(via=...)``): each
+        runner checks its own requests against its own signature and input policy, and predicts them, in this
+        one hand-off to the worker thread."""
+        outcomes: list[Outcome | Exception | None] = [None] * len(requests)
+        for runner, members in _by_model(self, requests):
+            for i, outcome in zip(members, runner._process([requests[i] for i in members]), strict=True):
+                outcomes[i] = outcome
         return [o if o is not None else InferenceError("no outcome") for o in outcomes]
 
     def _predict(self, table: Table, spans: list[tuple[int, int]], proba: bool) -> list[_Answer | Exception]:
@@ -282,27 +294,12 @@ _STRUCTURAL = frozenset({"missing_column", "extra_column"})
 _Answer = tuple[np.ndarray, np.ndarray | None]
 
 
-def _by_model(own: ModelRunner, requests: Sequence[Request], good: list[int]) -> list[tuple[ModelRunner, list[int]]]:
-    """The requests of ``good`` grouped by the runner that predicts them (``own`` first), in order."""
-    mine = [i for i in good if requests[i].model is None]
-    if len(mine) == len(good):
-        return [(own, good)] if good else []
-    groups: dict[ModelRunner, list[int]] = {}
-    for i in good:
-        runner = requests[i].model
-        if runner is not None:
-            groups.setdefault(runner, []).append(i)
-    return ([(own, mine)] if mine else []) + list(groups.items())
-
-
-def _rows_of(bounds: list[tuple[int, int]], members: list[int]) -> np.ndarray:
-    """The row numbers of the requests ``members`` (``bounds``: each request's rows), in order."""
-    starts = np.array([bounds[i][0] for i in members], dtype=np.int64)
-    lengths = np.array([bounds[i][1] for i in members], dtype=np.int64) - starts
-    if (lengths == 1).all():
-        return starts
-    before = np.cumsum(lengths) - lengths  # rows of the members before each one
-    return np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()))
+def _by_model(own: ModelRunner, requests: Sequence[Request]) -> list[tuple[ModelRunner, list[int]]]:
+    """The requests grouped by the runner that predicts them (``own`` first), in order."""
+    groups: dict[ModelRunner, list[int]] = {own: []}
+    for i, request in enumerate(requests):
+        groups.setdefault(request.model or own, []).append(i)
+    return [(runner, members) for runner, members in groups.items() if members]
 
 
 def _shift(spans: list[tuple[int, int]], by: int) -> list[tuple[int, int]]:
