@@ -91,29 +91,24 @@ class Predictor:
             model = runner.model
             answer = Answer(outcome, model, model.version, "stable", model.classes)
         else:
-            answer = await self._routed(endpoint, serving, data, want_proba, deadline, header, payload, ctx)
+            release = serving.release
+            key = release.ab_key.extract(header or _no_header, payload) if release.ab_key is not None else None
+            shadow_draws = [random.random() for _ in release.shadows] if release.shadows else ()
+            decision = route(release, key, random.random(), shadow_draws)
+            if ctx is not None:
+                ctx.key = key
+            chain: list[Target | Default] = [decision.primary]
+            if decision.stable is not None:
+                chain.append(decision.stable)
+            if decision.fallbacks:
+                chain += decision.fallbacks
+            answer = await self._first_answer(endpoint, serving, chain, data, want_proba, deadline)
+            for target in decision.shadows:
+                self._start_shadow(endpoint, serving, target, data, answer)
         if ctx is not None:
             ctx.answered_by(endpoint.name if answer.model is None else answer.model.name, answer.version,
                             answer.variant)
             ctx.rows = len(answer.outcome.predictions)
-        return answer
-
-    async def _routed(self, endpoint: EndpointState, serving: Serving, data: Any, want_proba: bool, deadline: float,
-                      header: Callable[[str], str | None] | None, payload: Any,
-                      ctx: RequestContext | None) -> Answer:
-        release = serving.release
-        key = release.ab_key.extract(header or _no_header, payload) if release.ab_key is not None else None
-        if ctx is not None:
-            ctx.key = key
-        shadow_draws = [random.random() for _ in release.shadows] if release.shadows else ()
-        decision = route(release, key, random.random(), shadow_draws)
-        chain: list[Target | Default] = [decision.primary]
-        if decision.stable is not None:
-            chain.append(decision.stable)
-        chain += decision.fallbacks
-        answer = await self._first_answer(endpoint, serving, chain, data, want_proba, deadline)
-        for target in decision.shadows:
-            self._start_shadow(endpoint, serving, target, data, answer)
         return answer
 
     async def _first_answer(self, endpoint: EndpointState, serving: Serving, chain: list[Target | Default],
