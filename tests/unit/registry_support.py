@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import orjson
@@ -18,7 +21,10 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 import shipml
+from shipml.errors import ConflictError, NotFoundError
 
+T = TypeVar("T")
+R = TypeVar("R")
 
 def tiny_model(seed: int = 0) -> tuple[LogisticRegression, pd.DataFrame]:
     rng = np.random.default_rng(seed)
@@ -49,6 +55,40 @@ def one_line(exc: BaseException) -> str:
     text = str(exc)
     assert text and "\n" not in text and "Traceback" not in text, repr(text)
     return text
+
+
+def race(plans: Sequence[Sequence[T]], step: Callable[[int, int, T], list[R]], timeout_s: float = 120) -> list[R]:
+    """Run each plan in its own thread, the threads starting together: ``step(thread, i, item)`` per item, which
+    returns what it changed. A refusal (ConflictError, NotFoundError: another thread got there first) skips the
+    item, after checking its message is one readable line; any other exception fails the race. What every step
+    changed, in the order the threads finished them."""
+    barrier = threading.Barrier(len(plans))
+    done: list[R] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(thread: int, plan: Sequence[T]) -> None:
+        barrier.wait(timeout=30)
+        for i, item in enumerate(plan):
+            try:
+                changed = step(thread, i, item)
+            except (ConflictError, NotFoundError) as exc:
+                one_line(exc)
+                continue
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+                return
+            with lock:
+                done.extend(changed)
+
+    threads = [threading.Thread(target=worker, args=(i, plan)) for i, plan in enumerate(plans)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout_s)
+    assert not errors, errors
+    return done
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, bytes | str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import shipml
 from shipml.errors import ConflictError, NotFoundError
 from shipml.evaluation import gate
 from tests.cli.gate_models import GOOD, TARGET, WEAK, run
-from tests.unit.registry_support import build_tiny_registry, copy_registry, one_line
+from tests.unit.registry_support import build_tiny_registry, copy_registry, one_line, race
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,46 +187,27 @@ def test_concurrent_moves_of_one_alias_lose_no_update(tiny_source: Path,
                                                       plans: list[list[tuple[str, str | None]]]) -> None:
     reg = copy_registry(tiny_source, tmp_path_factory.mktemp("cas") / "registry")
     start = len(reg.alias_history("m"))
-    barrier = threading.Barrier(len(plans))
-    done: list[shipml.AliasMove] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
 
-    def worker(thread: int, plan: list[tuple[str, str | None]]) -> None:
-        barrier.wait()
-        for i, (kind, version) in enumerate(plan):
-            reason = f"t{thread}-{i}"
-            try:
-                read = reg.aliases("m").get("production")
-                if kind == "cas":
-                    move = reg.set_alias("m", "production", str(version), expected=read, reason=reason)
-                    assert move.from_version == read  # it moved from exactly what this thread had seen
-                elif kind == "create":
-                    move = reg.set_alias("m", "production", str(version), expected=None, reason=reason)
-                    assert move.from_version is None
-                elif kind == "set":
-                    move = reg.set_alias("m", "production", str(version), reason=reason)
-                else:
-                    if read is None:
-                        continue
-                    move = reg.delete_alias("m", "production", expected=read, reason=reason)
-                    assert move.from_version == read
-            except (ConflictError, NotFoundError) as exc:
-                one_line(exc)
-                continue
-            except BaseException as exc:
-                with lock:
-                    errors.append(exc)
-                return
-            with lock:
-                done.append(move)
+    def step(thread: int, i: int, item: tuple[str, str | None]) -> list[shipml.AliasMove]:
+        kind, version = item
+        reason = f"t{thread}-{i}"
+        read = reg.aliases("m").get("production")
+        if kind == "cas":
+            move = reg.set_alias("m", "production", str(version), expected=read, reason=reason)
+            assert move.from_version == read  # it moved from exactly what this thread had seen
+        elif kind == "create":
+            move = reg.set_alias("m", "production", str(version), expected=None, reason=reason)
+            assert move.from_version is None
+        elif kind == "set":
+            move = reg.set_alias("m", "production", str(version), reason=reason)
+        else:
+            if read is None:
+                return []
+            move = reg.delete_alias("m", "production", expected=read, reason=reason)
+            assert move.from_version == read
+        return [move]
 
-    threads = [threading.Thread(target=worker, args=(i, plan)) for i, plan in enumerate(plans)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    done = race(plans, step)
     moves = [m for m in reg.alias_history("m")[start:] if m.alias == "production"]
     # complete: every move that returned is in the history once, and nothing else is
     assert sorted(m.reason or "" for m in moves) == sorted(m.reason or "" for m in done)

@@ -8,7 +8,6 @@ import math
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from shipml.errors import (
 from shipml.registry.records import AliasMove
 from shipml.registry.releases import MAX_WINDOW, RELEASE, RELEASES, Canary, CanaryLimits, ReleaseState
 from tests.json_strategies import json_values
-from tests.unit.registry_support import build_tiny_registry, copy_registry, one_line, snapshot
+from tests.unit.registry_support import build_tiny_registry, copy_registry, one_line, race, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_SCOPED = [HealthCheck.function_scoped_fixture]
@@ -334,44 +333,20 @@ def test_threads_starting_ending_and_rolling_back_keep_the_state_and_the_log_con
     reg.set_alias("m", "production", "1.1.0")
     plans = [["start", "abort", "start", "promote", "rollback"], ["rollback", "start", "promote", "start", "abort"],
              ["start", "start", "abort", "rollback", "promote"], ["promote", "start", "rollback", "abort", "start"]]
-    barrier = threading.Barrier(len(plans))
-    done: list[Canary] = []
     rolled: set[str] = set()
-    errors: list[BaseException] = []
-    lock = threading.Lock()
 
-    def worker(plan: list[str], thread: int) -> None:
-        barrier.wait(timeout=30)
-        for step, op in enumerate(plan):
-            try:
-                held = reg.aliases("m")["production"]
-                candidate = next(v for v in ("1.2.0", "1.3.0", "1.0.0") if v != held)
-                if op == "start":
-                    changed = [reg.start_canary("m", candidate, weight=10, reason=f"t{thread}-{step}")]
-                elif op == "rollback":
-                    reg.rollback("m", reason=f"t{thread}-{step}")
-                    changed = []
-                    with lock:
-                        rolled.add(f"rollback: t{thread}-{step}")
-                else:
-                    changed = [reg.end_canary("m", outcome="aborted" if op == "abort" else "promoted",
-                                              reason=f"t{thread}-{step}")]
-            except (ConflictError, NotFoundError) as exc:
-                one_line(exc)
-                continue
-            except BaseException as exc:
-                with lock:
-                    errors.append(exc)
-                return
-            with lock:
-                done.extend(changed)
+    def step(thread: int, i: int, op: str) -> list[Canary]:
+        held = reg.aliases("m")["production"]
+        candidate = next(v for v in ("1.2.0", "1.3.0", "1.0.0") if v != held)
+        if op == "start":
+            return [reg.start_canary("m", candidate, weight=10, reason=f"t{thread}-{i}")]
+        if op == "rollback":
+            reg.rollback("m", reason=f"t{thread}-{i}")
+            rolled.add(f"rollback: t{thread}-{i}")
+            return []
+        return [reg.end_canary("m", outcome="aborted" if op == "abort" else "promoted", reason=f"t{thread}-{i}")]
 
-    threads = [threading.Thread(target=worker, args=(plan, i)) for i, plan in enumerate(plans)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    done = race(plans, step)
     log = reg.release_history("m")
     by_rollback = [c for c in log if (c.reason or "").startswith("rollback: ")]
     assert {c.reason for c in by_rollback} <= rolled and len(by_rollback) == len({c.reason for c in by_rollback})

@@ -65,13 +65,19 @@ def version_field(record: dict[str, Any], key: str, where: str, line: int, *, op
 
 # -- aliases.json ------------------------------------------------------------------------------------------
 
-def parse_aliases(data: bytes, where: str) -> dict[str, str]:
+def json_object(data: bytes, where: str, what: str) -> dict[str, Any]:
+    """``data`` as a JSON object, or RegistryCorrupt naming ``where`` (``what``: the object it should be)."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise corrupt(where, "is not valid JSON") from None
     if not isinstance(value, dict):
-        raise corrupt(where, "is not a JSON object of alias -> version")
+        raise corrupt(where, f"is not a JSON object {what}")
+    return value
+
+
+def parse_aliases(data: bytes, where: str) -> dict[str, str]:
+    value = json_object(data, where, "of alias -> version")
     out: dict[str, str] = {}
     for alias, version in value.items():
         try:

@@ -34,7 +34,7 @@ import orjson
 from shipml.errors import BadRequest, ConflictError, InvalidNameError, NotFoundError
 from shipml.package.lineage import current_user, now_iso
 from shipml.registry.names import Version, check_alias, check_name
-from shipml.registry.records import AliasMove, corrupt, jsonl
+from shipml.registry.records import AliasMove, corrupt, json_object, jsonl
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -237,12 +237,7 @@ def _parse_canary(d: object, name: str) -> Canary:
 
 def parse_state(data: bytes, name: str, where: str) -> ReleaseState:
     """``release.json``'s content as a :class:`ReleaseState`, or RegistryCorrupt naming ``where``."""
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise corrupt(where, "is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise corrupt(where, 'is not a JSON object {"revision": ..., "canaries": {...}}')
+    value = json_object(data, where, '{"revision": ..., "canaries": {...}}')
     revision = value.get("revision")
     if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
         raise corrupt(where, "has no valid 'revision' (a whole number >= 0)")

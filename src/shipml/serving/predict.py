@@ -77,10 +77,12 @@ class Predictor:
         answered (model, version, variant) and the rows predicted."""
         serving = endpoint.current()
         deadline = time.monotonic() + self.timeout_s
+        runner: ModelRunner | None = None
         if version is not None:
-            answer = await self._run(endpoint.runner(version), PINNED, data, want_proba, deadline)
-        elif serving.plain and serving.stable is not None:  # the hot path: no routing, one coroutine less
-            runner = serving.stable
+            runner, variant = endpoint.runner(version), PINNED
+        elif serving.plain:  # the hot path: no routing
+            runner, variant = serving.stable, "stable"
+        if runner is not None:
             runner.active += 1
             try:
                 outcome = await runner.infer(data, want_proba=want_proba, deadline=deadline)
@@ -89,7 +91,7 @@ class Predictor:
             finally:
                 runner.active -= 1
             model = runner.model
-            answer = Answer(outcome, model, model.version, "stable", model.classes)
+            answer = Answer(outcome, model, model.version, variant, model.classes)
         else:
             release = serving.release
             key = release.ab_key.extract(header or _no_header, payload) if release.ab_key is not None else None
@@ -156,17 +158,6 @@ class Predictor:
         if isinstance(error, DeadlineExceeded):
             raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from error
         raise error or ServiceUnavailable(f"model {endpoint.name} has no model to answer")
-
-    async def _run(self, runner: ModelRunner, variant: str, data: Any, want_proba: bool, deadline: float) -> Answer:
-        runner.active += 1
-        try:
-            outcome = await runner.infer(data, want_proba=want_proba, deadline=deadline)
-        except DeadlineExceeded as exc:
-            raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
-        finally:
-            runner.active -= 1
-        model = runner.model
-        return Answer(outcome, model, model.version, variant, model.classes)
 
     def _canary_result(self, endpoint: EndpointState, watch: CanaryWatch | None, canary: Canary | None, ok: bool,
                        seconds: float) -> None:
