@@ -502,7 +502,8 @@ def test_a_history_line_with_an_invalid_rollback_field_is_corrupt(reg: shipml.Re
     ({"name": "other"}, "has no valid 'name' (must be 'm', the model's)"),
     ({"stable": "1.2.0"}, "has the same version as candidate and stable"),
     ({"limits": {"max_error_rate": 0.01, "min_requests": 9, "window": 3}}, "has invalid limits: window must be"),
-    ({"limits": {"max_error_rate": "1%", "min_requests": 9, "window": 30}}, "has limits with no valid 'max_error_rate'"),
+    ({"limits": {"max_error_rate": "1%", "min_requests": 9, "window": 30}},
+     "has limits with no valid 'max_error_rate'"),
 ])
 def test_what_a_corrupt_release_file_says(reg: shipml.Registry, edit: dict[str, Any], message: str) -> None:
     record = {**valid_record("1.2.0", "aborted"), **edit}
