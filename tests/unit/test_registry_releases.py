@@ -471,6 +471,29 @@ def test_a_history_line_with_an_invalid_rollback_field_is_corrupt(reg: shipml.Re
     assert one_line(exc.value).startswith("registry file models/m/history.jsonl line 2 has no valid 'rollback'")
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"state": "running"}, "has state 'running' with an 'ended_at'"),
+    ({"weight": 100}, "has no valid 'weight'"),
+    ({"name": "other"}, "has no valid 'name' (must be 'm', the model's)"),
+    ({"stable": "1.2.0"}, "has the same version as candidate and stable"),
+    ({"limits": {"max_error_rate": 0.01, "min_requests": 9, "window": 3}}, "has invalid limits: window must be"),
+    ({"limits": {"max_error_rate": "1%", "min_requests": 9, "window": 30}},
+     "has limits with no valid 'max_error_rate'"),
+])
+def test_what_a_corrupt_release_file_says(reg: shipml.Registry, edit: dict[str, Any], message: str) -> None:
+    record = {**valid_record("1.2.0", "aborted"), **edit}
+    model_file(reg, RELEASE).write_bytes(orjson.dumps({"revision": 1, "canaries": {"production": record}}))
+    with pytest.raises(RegistryCorrupt) as exc:
+        reg.release_state("m")
+    assert one_line(exc.value).startswith(f"registry file models/m/release.json has a canary under 'production'"
+                                          f" that {message}")
+    model_file(reg, RELEASES).write_bytes(b"\n" + orjson.dumps(record) + b"\n")
+    with pytest.raises(RegistryCorrupt) as exc:
+        reg.release_history("m")
+    assert one_line(exc.value).startswith(f"registry file models/m/releases.jsonl line 2 holds a canary record"
+                                          f" that {message}")
+
+
 # -- strict parsing: anything in the files is a valid state or RegistryCorrupt naming the file ----------------
 
 def valid_record(version: str = "1.1.0", state: str = "running") -> dict[str, Any]:

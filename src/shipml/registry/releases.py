@@ -207,7 +207,7 @@ def _parse_limits(value: object) -> CanaryLimits:
     except BadRequest as exc:
         raise _Invalid(f"has invalid limits: {str(exc).removeprefix('invalid canary limits: ')}") from None
     except _Invalid as exc:
-        raise _Invalid(f"has limits that {exc}") from None
+        raise _Invalid(str(exc).replace("has no valid", "has limits with no valid", 1)) from None
 
 
 def _parse_canary(d: object, name: str) -> Canary:
@@ -218,7 +218,7 @@ def _parse_canary(d: object, name: str) -> Canary:
     state = _get(d, "state", lambda v: v in get_args(CanaryState))
     ended_at = _get(d, "ended_at", _text, optional=True)
     if (state == "running") != (ended_at is None):
-        raise _Invalid(f"has state {state!r} but ended_at {ended_at!r}")
+        raise _Invalid(f"has state {state!r} {'with' if state == 'running' else 'without'} an 'ended_at'")
     canary = Canary(
         id=_get(d, "id", lambda v: isinstance(v, str) and 0 < len(v) <= _MAX_ID),
         name=name, alias=_get(d, "alias", _alias),
