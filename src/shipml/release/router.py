@@ -59,6 +59,12 @@ class Decision:
     stable: Target | None  # what answers when a canary fails (None unless primary is the canary)
     shadows: tuple[Target, ...]
     fallbacks: tuple[Target | Default, ...]
+    #: what to try in order: the primary, the stable target when the primary is a canary, then the fallbacks
+    chain: tuple[Target | Default, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first: tuple[Target | Default, ...] = (self.primary,) if self.stable is None else (self.primary, self.stable)
+        object.__setattr__(self, "chain", first + self.fallbacks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,10 @@ class Serving:
     front: ModelRunner | None  # what describes the endpoint (inputs, metadata): the stable model, else a fallback
     plain: bool  # a stable model, and no canary, A/B, shadow or fallback: the request path skips routing
     carriers: dict[Target, ModelRunner]  # the canary and A/B variants that ride on the stable model's batches
+    # the same two by id() of the release's own Target objects (the ones route() returns): a dataclass hashes all
+    # its fields on every lookup, twice per routed request
+    by_id: dict[int, ModelRunner]
+    carried: dict[int, ModelRunner]
 
 
 @dataclass(eq=False)
@@ -365,7 +369,9 @@ def _serving(endpoint: EndpointState, sources: dict[str, Source], runners: dict[
             runner = by_target.get(target)
             if runner is not None and runner is not stable and _structure(runner) == _structure(stable):
                 carriers[target] = stable
-    return Serving(release, by_target, by_version, stable, stable or fallback, plain, carriers)
+    by_id = {id(t): by_target[t] for t in _targets(release) if t in by_target}
+    carried = {id(t): carriers[t] for t in _targets(release) if t in carriers}
+    return Serving(release, by_target, by_version, stable, stable or fallback, plain, carriers, by_id, carried)
 
 
 def _structure(runner: ModelRunner) -> tuple[tuple[str, str, str], ...]:
