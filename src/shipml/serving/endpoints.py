@@ -275,6 +275,9 @@ class Follower:
         if not _same_canary(endpoint.canary, canary):
             endpoint.watch = CanaryWatch(canary.limits) if canary is not None else None
         endpoint.canary = canary
+        for runner in acquired:
+            if any(runner is kept for kept in runners.values()):
+                log.info("model %s ready on endpoint %s", runner.model.ref, endpoint.name)
         for key, runner in held.items():
             if key not in runners:
                 await self.repository.release(runner)
