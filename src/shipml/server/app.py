@@ -34,7 +34,6 @@ from shipml.server.openapi import openapi_document
 from shipml.server.v2_routes import V2Routes
 from shipml.serving.context import RequestContext, new_request_id
 from shipml.serving.endpoints import EndpointState
-from shipml.serving.predict import Answer
 from shipml.serving.service import ModelService
 from shipml.spec import DeploymentSpec
 
@@ -282,7 +281,8 @@ class ShipmlApp:
         else:
             raise BadRequest('body must have "instances" (a list of records or rows) or "inputs"'
                              " (column name -> list of values)")
-        answer = await self.predict(endpoint, data, ctx, request, payload, version, want_proba=True)
+        answer = await self.service.predict(endpoint, data, want_proba=True, version=version, header=request.header,
+                                            payload=payload, ctx=ctx)
         outcome = answer.outcome
         body: dict[str, Any] = {"predictions": _jsonable(outcome.predictions)}
         if outcome.probabilities is not None:
@@ -298,7 +298,8 @@ class ShipmlApp:
         endpoint, payload = await self._admit(request, ctx, name, None)
         if "instances" not in payload:
             raise BadRequest('body must have "instances"')
-        answer = await self.predict(endpoint, payload["instances"], ctx, request, payload, None, want_proba=False)
+        answer = await self.service.predict(endpoint, payload["instances"], want_proba=False, header=request.header,
+                                            payload=payload, ctx=ctx)
         body = {"predictions": _jsonable(answer.outcome.predictions)}
         return http.Reply(200, http.json_bytes(body), http.answered(ctx))
 
@@ -370,12 +371,6 @@ class ShipmlApp:
             return await request.body(self.max_body)
         finally:
             batcher.coming -= 1
-
-    async def predict(self, endpoint: EndpointState, data: Any, ctx: RequestContext, request: http.Request,
-                      payload: Any, version: str | None, *, want_proba: bool) -> Answer:
-        """The endpoint's answer to ``data``; ``ctx`` then says which model, version and variant gave it."""
-        return await self.service.predict(endpoint, data, want_proba=want_proba, version=version,
-                                          header=request.header, payload=payload, ctx=ctx)
 
 
 class _Hooks:

@@ -84,8 +84,9 @@ class V2Routes:
         decoded = v2.decode_infer_request(body, header_length, runner.model.signature)
         wanted = decoded.output_names
         want_proba = v2.PREDICT_PROBA in wanted
-        answer = await self.app.predict(endpoint, decoded.columns, ctx, request, decoded.parameters,
-                                        version or None, want_proba=want_proba)
+        answer = await self.app.service.predict(endpoint, decoded.columns, want_proba=want_proba,
+                                                version=version or None, header=request.header,
+                                                payload=decoded.parameters, ctx=ctx)
         outcome = answer.outcome
         produced: dict[str, np.ndarray] = {}
         for out in wanted:

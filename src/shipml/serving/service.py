@@ -19,9 +19,8 @@ from shipml.package.manifest import read_manifest
 from shipml.protocol.dataplane import ModelRunner
 from shipml.registry.registry import Registry
 from shipml.release.router import Default, Release, Target
-from shipml.serving.context import RequestContext
 from shipml.serving.endpoints import EndpointState, Follower
-from shipml.serving.predict import Answer, Predictor, ReleaseObserver
+from shipml.serving.predict import Predictor, ReleaseObserver
 from shipml.serving.repository import Hooks, ModelRepository
 from shipml.spec import DeploymentSpec
 
@@ -50,6 +49,8 @@ class ModelService:
         self.follower = Follower(spec, self.repository, self.endpoints, public_reason=public_reason,
                                  on_swap=on_swap)
         self.predictor = Predictor(self.follower, observer, spec.limits.request_timeout_ms / 1000.0)
+        #: the answer to one request (:meth:`Predictor.predict`, bound here: no extra coroutine per request)
+        self.predict = self.predictor.predict
         self.loaded = False
         self._following: asyncio.Task[None] | None = None
 
@@ -107,13 +108,6 @@ class ModelService:
 
     def runners(self) -> list[ModelRunner]:
         return self.repository.loaded()
-
-    async def predict(self, endpoint: EndpointState, data: Any, *, want_proba: bool, version: str | None = None,
-                      header: Callable[[str], str | None] | None = None, payload: Any = None,
-                      ctx: RequestContext | None = None) -> Answer:
-        """See :meth:`Predictor.predict`."""
-        return await self.predictor.predict(endpoint, data, want_proba=want_proba, version=version,
-                                            header=header, payload=payload, ctx=ctx)
 
     def releases(self) -> list[dict[str, Any]]:
         """Each endpoint's release state, as ``/admin/releases`` shows it."""
