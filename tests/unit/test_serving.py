@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from shipml.batching.batcher import BatchStats
 from shipml.errors import InferenceError, ServiceUnavailable
 from shipml.protocol.dataplane import ModelRunner
 from shipml.registry.registry import Registry
@@ -56,14 +57,16 @@ def registry(base: Path, tmp_path: Path) -> Registry:
     return Registry(tmp_path / "registry")
 
 
-def service_for(registry: Registry, endpoints: list[dict[str, Any]], **server: Any) -> tuple[ModelService, Observer]:
-    spec = parse_spec({"registry": str(registry.root), "endpoints": endpoints,
-                       "server": {"compile": "off", **server}})
+def service_for(registry: Registry, endpoints: list[dict[str, Any]],
+                batches: dict[str, list[BatchStats]] | None = None) -> tuple[ModelService, Observer]:
+    """The service for ``endpoints``; ``batches``, when given, gets each version's batch metrics."""
+    spec = parse_spec({"registry": str(registry.root), "endpoints": endpoints, "server": {"compile": "off"}})
     observer = Observer()
 
     def make_runner(model: Any, batching: Any) -> ModelRunner:
+        on_batch = None if batches is None else batches.setdefault(model.version, []).append
         return ModelRunner(model, policy=spec.input_policy.policy(), max_rows=100, max_batch_size=64,
-                           max_latency_ms=0, max_queue=64)
+                           max_latency_ms=0, max_queue=64, on_batch=on_batch)
 
     service = ModelService(spec, registry, make_runner, observer=observer,
                            public_reason=lambda ref, exc: f"{ref}: {type(exc).__name__}")
@@ -229,6 +232,27 @@ def test_ab_variants_are_sticky_by_header(registry: Registry) -> None:
                 assert label_of(answer) == rm.label(1 if answer.variant == "a" else 2)
         assert all(len(v) == 1 for v in seen.values())
         assert {v for vs in seen.values() for v in vs} == {"a", "b"}
+        await service.stop()
+
+    run(body)
+
+
+def test_a_variant_riding_in_the_stable_queue_is_counted_as_itself(registry: Registry) -> None:
+    """Variants with the stable model's inputs share its batches; each version's batch metrics count its own rows."""
+    async def body() -> None:
+        batches: dict[str, list[BatchStats]] = {}
+        service, _ = service_for(registry, [{
+            "name": "churn", "models": ["churn:1.0.0"],
+            "ab": {"variants": {"a": "churn:1.0.0", "b": "churn:2.0.0"}, "weights": {"a": 30, "b": 70}}}], batches)
+        await service.follower.start()
+        endpoint = service.endpoint("churn")
+        assert endpoint.serving is not None and endpoint.serving.carried, "variant b does not ride with a"
+        answers = await asyncio.gather(*(service.predict(endpoint, ROWS * 2, want_proba=False) for _ in range(60)))
+        answered = {v: 2 * sum(a.version == v for a in answers) for v in ("1.0.0", "2.0.0")}
+        assert answered["1.0.0"] and answered["2.0.0"]
+        counted = {v: sum(b.rows for b in batches.get(v, [])) for v in ("1.0.0", "2.0.0")}
+        assert counted == answered
+        assert all(label_of(a) == rm.label(1 if a.version == "1.0.0" else 2) for a in answers)
         await service.stop()
 
     run(body)

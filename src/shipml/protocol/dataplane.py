@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from shipml.batching.batcher import AdaptiveBatcher
+from shipml.batching.batcher import AdaptiveBatcher, BatchStats
 from shipml.batching.merge import merge_columns, offsets
 from shipml.errors import InferenceError, SchemaError, ShipmlError, TooManyRows
 from shipml.package.columns import raw_columns, record_getter, record_rows, rows_matrix
@@ -69,7 +69,9 @@ class ModelRunner:
         self.active = 0  # requests holding this runner now (the model repository unloads it only at zero)
         self.batcher: AdaptiveBatcher[Request, Outcome] = AdaptiveBatcher(
             self._process, name=model.ref, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms,
-            max_queue=max_queue, on_batch=on_batch)
+            max_queue=max_queue, on_batch=None if on_batch is None else self._observed)
+        self._observer = on_batch  # this runner's batch metrics: its own batches, and its rides in another's
+        self._rides: list[tuple[ModelRunner, BatchStats]] = []  # riders' shares of the batch just processed
 
     # -- per request, on the event loop --------------------------------------------------------------------
     def prepare(self, data: Any, *, want_proba: bool = True) -> Request:
@@ -180,9 +182,25 @@ class ModelRunner:
         one hand-off to the worker thread."""
         outcomes: list[Outcome | Exception | None] = [None] * len(requests)
         for runner, members in _by_model(self, requests):
+            started = time.monotonic()
             for i, outcome in zip(members, runner._process([requests[i] for i in members]), strict=True):
                 outcomes[i] = outcome
+            if runner is not self:  # its share of the batch goes to its own metrics (see _observed)
+                rows = sum(requests[i].rows for i in members)
+                self._rides.append((runner, BatchStats(rows, len(members), 0, time.monotonic() - started)))
         return [o if o is not None else InferenceError("no outcome") for o in outcomes]
+
+    def _observed(self, stats: BatchStats) -> None:
+        """A batch of this runner's batcher, done: each rider's share is reported as the rider's, the rest as
+        this runner's (on the event loop, after the worker thread has recorded the shares)."""
+        rides, self._rides = self._rides, []
+        for runner, share in rides:
+            if runner._observer is not None:
+                runner._observer(share)
+            stats = BatchStats(stats.rows - share.rows, stats.requests - share.requests, stats.dropped,
+                               max(0.0, stats.seconds - share.seconds))
+        if self._observer is not None:
+            self._observer(stats)
 
     def _predict(self, table: Table, spans: list[tuple[int, int]], proba: bool) -> list[_Answer | Exception]:
         """The model's answer for each span of rows (one request's) of ``table``: one predict call for all of
