@@ -271,3 +271,20 @@ def test_a_default_answer_has_the_probabilities_of_each_row(registry: Registry) 
         await service.stop()
 
     run(body)
+
+
+def test_a_ref_that_names_nothing_is_logged_once_not_at_every_refresh(registry: Registry,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    async def body() -> None:
+        service, _ = service_for(registry, [{"name": "ghost", "models": ["ghost@production"]}])
+        await service.follower.start()
+        endpoint = service.endpoint("ghost")
+        for _ in range(3):
+            await service.follower.refresh(endpoint)
+        assert not endpoint.ready and endpoint.errors
+        await service.stop()
+
+    with caplog.at_level("ERROR", logger="shipml.server"):
+        run(body)
+    logged = [r for r in caplog.records if "cannot be loaded" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in logged]

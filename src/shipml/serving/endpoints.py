@@ -190,10 +190,11 @@ class Follower:
                                 exc, current.key)
                     wanted[ref] = current
                 else:
-                    framework = not isinstance(exc, ShipmlError) or exc.__cause__ is not None
-                    log.error("endpoint %s: model %s cannot be loaded: %s: %s", endpoint.name, ref,
-                              type(exc).__name__, exc, exc_info=exc if framework else None)
                     errors[ref] = self.public_reason(ref, exc)
+                    if endpoint.errors.get(ref) != errors[ref]:  # logged once, not at every refresh
+                        framework = not isinstance(exc, ShipmlError) or exc.__cause__ is not None
+                        log.error("endpoint %s: model %s cannot be loaded: %s: %s", endpoint.name, ref,
+                                  type(exc).__name__, exc, exc_info=exc if framework else None)
                 continue
             if source.key in endpoint.failed:  # failed before: not retried until the ref names another version
                 if current is not None:
