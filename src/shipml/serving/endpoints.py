@@ -59,16 +59,14 @@ class Serving:
     """What an endpoint serves at an instant; replaced whole by a swap."""
 
     release: Release
-    runners: dict[Target, ModelRunner]  # every target of the release
     by_version: dict[str, ModelRunner]  # every version the endpoint has loaded (explicit version routes)
     stable: ModelRunner | None  # None: it failed to load, and the fallback chain answers
     front: ModelRunner | None  # what describes the endpoint (inputs, metadata): the stable model, else a fallback
     plain: bool  # a stable model, and no canary, A/B, shadow or fallback: the request path skips routing
-    carriers: dict[Target, ModelRunner]  # the canary and A/B variants that ride on the stable model's batches
-    # the same two by id() of the release's own Target objects (the ones route() returns): a dataclass hashes all
-    # its fields on every lookup, twice per routed request
-    by_id: dict[int, ModelRunner]
-    carried: dict[int, ModelRunner]
+    # Keyed by id() of the release's own Target objects (the ones route() returns): a dataclass hashes all its
+    # fields on every lookup, twice per routed request.
+    by_id: dict[int, ModelRunner]  # the runner of every target of the release
+    carried: dict[int, ModelRunner]  # the canary and A/B variants riding in the stable model's queue: its runner
 
 
 @dataclass(eq=False)
@@ -181,6 +179,9 @@ class Follower:
             current = endpoint.sources.get(ref)
             if current is not None and not (endpoint.follow and self.repository.followable(ref)):
                 wanted[ref] = current  # pinned: resolved once
+                continue
+            if current is not None and self.repository.holds(ref, current):
+                wanted[ref] = current  # the alias still names what is served (one small file read)
                 continue
             try:
                 source = self.repository.resolve(ref)
@@ -375,7 +376,7 @@ def _serving(endpoint: EndpointState, sources: dict[str, Source], runners: dict[
                 carriers[target] = stable
     by_id = {id(t): by_target[t] for t in _targets(release) if t in by_target}
     carried = {id(t): carriers[t] for t in _targets(release) if t in carriers}
-    return Serving(release, by_target, by_version, stable, stable or fallback, plain, carriers, by_id, carried)
+    return Serving(release, by_version, stable, stable or fallback, plain, by_id, carried)
 
 
 def _structure(runner: ModelRunner) -> tuple[tuple[str, str, str], ...]:

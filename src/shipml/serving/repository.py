@@ -96,6 +96,19 @@ class ModelRepository:
         mv = self.registry.get(parsed)
         return Source(f"{mv.name}:{mv.version}", ref, mv.version)
 
+    def holds(self, ref: str, source: Source) -> bool:
+        """Whether the alias ``ref`` names still names ``source``'s version: one read of the model's aliases
+        (a follower asks this every second; a full :meth:`resolve` is needed only when it moved). False when it
+        cannot tell."""
+        followed = self.followable(ref)
+        if followed is None or not source.version:
+            return False
+        name, alias = followed
+        try:
+            return self.registry.aliases(name).get(alias) == source.version
+        except Exception:  # resolve() will say what is wrong
+            return False
+
     def followable(self, ref: str) -> tuple[str, str] | None:
         """(model name, alias) when ``ref`` names an alias of a registry model, else None."""
         if ref in self.preloaded:

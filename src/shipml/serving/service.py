@@ -132,10 +132,7 @@ def _release_view(endpoint: EndpointState) -> dict[str, Any]:
         if release.canary is not None and endpoint.canary is not None:
             canary = endpoint.canary
             view["canary"] = {**_target(release.canary), "id": canary.id, "weight": canary.weight,
-                              "limits": {"max_error_rate": canary.limits.max_error_rate,
-                                         "max_p99_ms": canary.limits.max_p99_ms,
-                                         "min_requests": canary.limits.min_requests,
-                                         "window": canary.limits.window},
+                              "limits": canary.limits.to_dict(),
                               "window": endpoint.watch.summary if endpoint.watch is not None else None}
         if release.ab:
             previous = 0.0
