@@ -42,6 +42,7 @@ from pydantic import (
 
 from shipml._paths import absolute
 from shipml.errors import ShipmlError, SpecError
+from shipml.monitoring.spec import MonitoringSpec
 from shipml.package.validation import InputPolicy
 from shipml.registry.names import Ref, check_name
 from shipml.release.router import KeySource
@@ -417,6 +418,7 @@ class DeploymentSpec(_Strict):
     image: ImageSpec = ImageSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
     ray: RaySpec = RaySpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @model_validator(mode="after")
     def _unique(self) -> DeploymentSpec:
@@ -492,9 +494,10 @@ def _place(loc: tuple[int | str, ...]) -> list[str]:
 
 
 def load_spec(path: str | Path) -> DeploymentSpec:
-    """The spec in the file ``path``. Relative paths in it (``registry``, model packages among the endpoints'
-    refs: models, A/B variants, shadows, fallbacks) are relative to the file's directory, whatever the current
-    directory. (``auth.tokens_file`` is left as written: for a pod it names a path inside the container.)"""
+    """The spec in the file ``path``. Relative paths in it (``registry``, ``monitoring.log.dir``, model packages
+    among the endpoints' refs: models, A/B variants, shadows, fallbacks) are relative to the file's directory,
+    whatever the current directory. (``auth.tokens_file`` is left as written: for a pod it names a path inside
+    the container.)"""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -522,6 +525,9 @@ def _anchored(data: object, base: Path) -> object:
     out = dict(data)
     if out.get("registry") is not None:
         out["registry"] = anchor(out["registry"])
+    monitoring = out.get("monitoring")
+    if isinstance(monitoring, dict) and isinstance(monitoring.get("log"), dict) and monitoring["log"].get("dir"):
+        out["monitoring"] = {**monitoring, "log": {**monitoring["log"], "dir": anchor(monitoring["log"]["dir"])}}
     endpoints = out.get("endpoints")
     if isinstance(endpoints, list):
         out["endpoints"] = [endpoint_with_refs(e, lambda ref: _anchored_ref(ref, base)) for e in endpoints]
