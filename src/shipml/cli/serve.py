@@ -25,12 +25,16 @@ from shipml.cli._common import Context, emit_json, handle_errors
 @click.option("--no-follow", is_flag=True,
               help="Serve what each alias names at start; by default a moved alias (or a canary of it) is loaded,"
                    " checked and switched to while serving.")
+@click.option("--log", "log_dir", type=click.Path(file_okay=False),
+              help="Watch the served models: log every prediction to DIR (Parquet), compute drift and live"
+                   " performance (monitoring.* in the spec sets the rest).")
 @click.option("--check", is_flag=True, help="Validate the spec and print it, without serving.")
 @click.pass_obj
 @handle_errors
 def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, host: str | None,
                   port: int | None, workers: int | None, http: str | None, max_batch_size: int | None,
-                  max_latency_ms: float | None, no_access_log: bool, no_follow: bool, check: bool) -> None:
+                  max_latency_ms: float | None, no_access_log: bool, no_follow: bool, log_dir: str | None,
+                  check: bool) -> None:
     """Serve models over HTTP: REFS (name, name:1.2.0, name@alias) or a --spec file.
 
     Simple JSON at POST /predict and /models/NAME/predict, KServe v1 at /v1/models/NAME:predict,
@@ -39,6 +43,10 @@ def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, ho
     A server follows the aliases it serves (name@alias): when `shipml alias`, `shipml promote` or
     `shipml rollback` moves one, the new version is loaded, golden-checked and switched to without dropping a
     request, and a canary (`shipml canary start`) gets its share of requests. --no-follow pins them.
+
+    --log DIR turns monitoring on: every prediction is logged to DIR, drift against the training profile is at
+    /models/NAME/drift, ground truth goes to POST /models/NAME/feedback and live accuracy is at
+    /models/NAME/performance; the figures are in /metrics too.
 
     With --json, --check prints the spec as JSON, and a serving process starts its stdout (where the access log
     writes one JSON object per request) with one JSON line naming the endpoints and the URL.
@@ -65,6 +73,11 @@ def serve_command(ctx: Context, refs: tuple[str, ...], spec_path: str | None, ho
         data["batching"]["max_batch_size"] = max_batch_size
     if max_latency_ms is not None:
         data["batching"]["max_latency_ms"] = max_latency_ms
+    if log_dir is not None:
+        from shipml._paths import absolute
+
+        data["monitoring"]["enabled"] = True
+        data["monitoring"]["log"]["dir"] = str(absolute(log_dir))
     if ctx.registry_uri and not data.get("registry"):
         data["registry"] = ctx.registry_uri
     spec = parse_spec(data, spec_path or "command line")

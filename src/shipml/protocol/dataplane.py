@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -45,6 +45,20 @@ class Request:
     want_proba: bool = True
     source: Any = None
     model: ModelRunner | None = None  # the runner that predicts it, when not the batch's own (see ``infer``)
+    tag: Tag | None = None  # who asked, for the batch sink (monitoring): set only when the runner has a sink
+
+
+#: A request as the batch sink sees it: (request id, endpoint, variant, monotonic time the request arrived).
+Tag = tuple[str, str, str, float]
+
+
+class BatchSink(Protocol):
+    """Gets each predicted batch, in the worker thread, right after the model answered: the checked input
+    ``table``, each answered request's row ``spans`` in it, the requests, and each request's answer (an exception
+    for a request the model failed). Must return at once (append to a list): it runs on the prediction path."""
+
+    def observe(self, model: LoadedModel, table: Table, spans: list[tuple[int, int]],
+                requests: list[Request], results: list[Any]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -72,6 +86,7 @@ class ModelRunner:
             max_queue=max_queue, on_batch=None if on_batch is None else self._observed)
         self._observer = on_batch  # this runner's batch metrics: its own batches, and its rides in another's
         self._rides: list[tuple[ModelRunner, BatchStats]] = []  # riders' shares of the batch just processed
+        self.monitor: BatchSink | None = None  # gets every predicted batch (monitoring), when set
 
     # -- per request, on the event loop --------------------------------------------------------------------
     def prepare(self, data: Any, *, want_proba: bool = True) -> Request:
@@ -109,10 +124,11 @@ class ModelRunner:
         return None
 
     async def infer(self, data: Any, *, want_proba: bool = True, deadline: float | None = None,
-                    via: ModelRunner | None = None) -> Outcome:
+                    via: ModelRunner | None = None, tag: Tag | None = None) -> Outcome:
         """The answer to one request. ``via``: another runner, whose inputs have this one's names and types, that
         checks and predicts it in this runner's batches (see ``_process_riders``): how a canary or an A/B variant
-        shares the stable model's batches and worker thread instead of halving the batches."""
+        shares the stable model's batches and worker thread instead of halving the batches. ``tag``: who asked,
+        for the monitoring sink of the runner that predicts it."""
         try:
             request = self.prepare(data, want_proba=want_proba)
         except SchemaError as exc:
@@ -126,6 +142,7 @@ class ModelRunner:
             return Outcome(empty, proba)
         if via is not None and via is not self:
             request.model = via
+        request.tag = tag
         return await self.batcher.submit(request, request.rows, deadline or time.monotonic() + 3600)
 
     def _every_problem(self, data: Any, structural: SchemaError) -> SchemaError:
@@ -167,7 +184,10 @@ class ModelRunner:
             if len(good) < len(requests):
                 table = table.take(np.concatenate([np.arange(*bounds[i]) for i in good]))
             spans = offsets([requests[i].rows for i in good])
-            for i, result in zip(good, self._predict(table, spans, want_proba), strict=True):
+            results = self._predict(table, spans, want_proba)
+            if self.monitor is not None:
+                self.monitor.observe(self.model, table, spans, [requests[i] for i in good], results)
+            for i, result in zip(good, results, strict=True):
                 if isinstance(result, Exception):
                     outcomes[i] = result
                     continue

@@ -16,7 +16,8 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -30,12 +31,16 @@ from shipml.registry.registry import Registry
 from shipml.server import docs, http, public, routes
 from shipml.server.compiled import switch_when_compiled
 from shipml.server.metrics import ServerMetrics
+from shipml.server.monitor_routes import MonitorRoutes
 from shipml.server.openapi import openapi_document
 from shipml.server.v2_routes import V2Routes
 from shipml.serving.context import RequestContext, new_request_id
 from shipml.serving.endpoints import EndpointState
 from shipml.serving.service import ModelService
 from shipml.spec import DeploymentSpec
+
+if TYPE_CHECKING:
+    from shipml.monitoring.monitor import Monitor
 
 log = logging.getLogger("shipml.server")
 access_log = logging.getLogger("shipml.access")
@@ -60,6 +65,13 @@ class ShipmlApp:
         self.load_before_serving = load_before_serving
         self.registry = registry or Registry(spec.registry)
         self.metrics = ServerMetrics()
+        self.monitor: Monitor | None = None
+        if spec.monitoring.active:
+            from shipml.monitoring.monitor import Monitor
+
+            exchange = None if self.metrics.multiprocess_dir is None else Path(self.metrics.multiprocess_dir)
+            self.monitor = Monitor(spec.monitoring, self.metrics.monitor_counters(), exchange_dir=exchange)
+            self.metrics.watch(self.monitor)
         self.service = ModelService(
             spec, self.registry, self._make_runner, observer=self.metrics, hooks=_Hooks(self),
             public_reason=lambda ref, exc: public.load_failure(ref, exc, self.registry), preloaded=models,
@@ -73,12 +85,12 @@ class ShipmlApp:
         self.max_body = limits.max_body_bytes
         self.read_deadlines = http.ReadDeadlines(limits.body_timeout_s)
         # Dispatch tables built from the one route table (server/routes.py): handler and metrics label per route.
-        v2_routes = V2Routes(self)
+        owners: dict[str, object] = {"": self, "v2": V2Routes(self), "monitor": MonitorRoutes(self)}
         self.fixed: dict[tuple[str, str], tuple[Handler, str]] = {}
         self.patterns: list[tuple[str, re.Pattern[str], Handler, str]] = []
         for route in routes.ROUTES:
             owner, _, attribute = route.handler.rpartition(".")
-            handler: Handler = getattr(v2_routes if owner == "v2" else self, attribute)
+            handler: Handler = getattr(owners[owner], attribute)
             if route.pattern is None:
                 self.fixed[(route.method, route.path)] = (handler, route.label)
             else:
@@ -127,6 +139,8 @@ class ShipmlApp:
         return self._load_task
 
     async def load_models(self) -> None:
+        if self.monitor is not None:
+            self.monitor.start()
         await self.service.start()
         if self.own_process:
             # What is loaded now lives as long as the process: out of the collector's sight, so that collections
@@ -161,6 +175,8 @@ class ShipmlApp:
             task.cancel()
         await asyncio.gather(*self._compiling.values(), return_exceptions=True)
         await self.service.stop()
+        if self.monitor is not None:  # what was served is written out before the process exits
+            await asyncio.to_thread(self.monitor.close)
 
     @property
     def is_ready(self) -> bool:
@@ -178,7 +194,7 @@ class ShipmlApp:
         started = time.monotonic()
         incoming = request.header("x-request-id")
         ctx = RequestContext(incoming[:128] if incoming else new_request_id(), routes.NOT_FOUND,
-                             token_id=request.token_id)
+                             token_id=request.token_id, started=started)
         method, path = request.method, request.path
         reply: http.Reply | None
         try:
@@ -381,6 +397,9 @@ class _Hooks:
 
     def loaded(self, runner: ModelRunner) -> None:
         app = self.app
+        if app.monitor is not None:
+            app.monitor.watch(runner.model)
+            runner.monitor = app.monitor
         if not app.metrics.multiprocess:  # else sampled by _report_depths: files hold no functions
             app.metrics.queue_depth.labels(runner.model.name, runner.model.version).set_function(_depth(runner))
         if app.spec.server.compile == "auto":
@@ -389,6 +408,9 @@ class _Hooks:
             runner.compile_status = "off"
 
     def unloading(self, runner: ModelRunner) -> None:
+        if self.app.monitor is not None:
+            runner.monitor = None
+            self.app.monitor.unwatch(runner.model)
         task = self.app._compiling.pop(runner, None)
         if task is not None:
             task.cancel()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -24,6 +24,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 
 from shipml.batching.batcher import BatchStats
 from shipml.release.shadow import Disagreement
+
+if TYPE_CHECKING:
+    from shipml.monitoring.monitor import Monitor
+    from shipml.server.monitor_metrics import MonitorCollector, PrometheusCounters
 
 REQUESTS_HELP = "HTTP requests by route, model, version, variant and status code"
 LATENCY_HELP = "Request latency, receive to response"
@@ -38,6 +42,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         self._children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = {}
+        self._monitor: MonitorCollector | None = None
         r = self.registry
         if self.multiprocess_dir is None:
             self.local: RequestStats | None = RequestStats(LATENCY_BUCKETS)
@@ -79,6 +84,20 @@ class ServerMetrics:
             ["endpoint", "version"], registry=r)
         self.shadow_proba_rows = Counter("shipml_shadow_proba_rows", "Rows compared by probability",
                                          ["endpoint", "version"], registry=r)
+
+    def monitor_counters(self) -> PrometheusCounters:
+        """The prediction log's, feedback's and webhook's counters (monitoring on)."""
+        from shipml.server.monitor_metrics import PrometheusCounters
+
+        return PrometheusCounters(self.registry)
+
+    def watch(self, monitor: Monitor) -> None:
+        """Export the monitor's figures (drift, live performance, alerts) at each scrape."""
+        from shipml.server.monitor_metrics import MonitorCollector
+
+        self._monitor = MonitorCollector(monitor)
+        if self.multiprocess_dir is None:
+            self.registry.register(self._monitor)
 
     def observe_request(self, route: str, model: str, version: str, variant: str, status: int,
                         seconds: float) -> None:
@@ -127,6 +146,8 @@ class ServerMetrics:
 
         combined = CollectorRegistry()
         MultiProcessCollector(combined, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        if self._monitor is not None:  # figures merged over the workers by the monitor itself
+            combined.register(self._monitor)
         return generate_latest(combined)
 
 

@@ -21,7 +21,7 @@ def new_request_id() -> str:
 class RequestContext:
     """``route``: the route's metrics label; ``model``/``version``/``variant``: what answered (empty until known);
     ``rows``: rows predicted; ``token_id``: the caller's token, when auth is on; ``key``: the request's routing
-    key (A/B endpoints), once the release has read it."""
+    key (A/B endpoints), once the release has read it; ``started``: when it arrived (``time.monotonic()``)."""
 
     id: str
     route: str = ""
@@ -31,6 +31,7 @@ class RequestContext:
     rows: int | None = None
     token_id: str | None = None
     key: str | None = None
+    started: float = 0.0
 
     def answered_by(self, model: str, version: str, variant: str) -> None:
         self.model, self.version, self.variant = model, version, variant

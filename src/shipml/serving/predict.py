@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from shipml.errors import DeadlineExceeded, ServiceUnavailable, ShipmlError
-from shipml.protocol.dataplane import ModelRunner, Outcome
+from shipml.protocol.dataplane import ModelRunner, Outcome, Tag
 from shipml.release.router import Default, Target, route
 from shipml.release.shadow import Disagreement, compare
 from shipml.serving.context import RequestContext
@@ -83,9 +83,10 @@ class Predictor:
         elif serving.plain:  # the hot path: no routing
             runner, variant = serving.stable, "stable"
         if runner is not None:
+            tag = None if runner.monitor is None or ctx is None else (ctx.id, endpoint.name, variant, ctx.started)
             runner.active += 1
             try:
-                outcome = await runner.infer(data, want_proba=want_proba, deadline=deadline)
+                outcome = await runner.infer(data, want_proba=want_proba, deadline=deadline, tag=tag)
             except DeadlineExceeded as exc:
                 raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from exc
             finally:
@@ -117,13 +118,16 @@ class Predictor:
                 started = time.monotonic()
                 attempt_deadline = deadline if i == last else started + (deadline - started) / 2
                 carrier = carriers.get(id(target))
+                tag = None if runner.monitor is None or ctx is None else (ctx.id, endpoint.name, target.variant,
+                                                                          ctx.started)
                 runner.active += 1
                 try:
                     if carrier is None:
-                        outcome = await runner.infer(data, want_proba=want_proba, deadline=attempt_deadline)
+                        outcome = await runner.infer(data, want_proba=want_proba, deadline=attempt_deadline,
+                                                     tag=tag)
                     else:  # in the stable model's batches
                         outcome = await carrier.infer(data, want_proba=want_proba, deadline=attempt_deadline,
-                                                      via=runner)
+                                                      via=runner, tag=tag)
                 except ShipmlError as exc:
                     if target.variant == "canary":
                         if exc.status >= 500:
@@ -151,7 +155,7 @@ class Predictor:
                     raise DeadlineExceeded(f"no answer within {self.timeout_s * 1000:.0f} ms") from error
                 raise error or ServiceUnavailable(f"model {endpoint.name} has no model to answer")
             for target in decision.shadows:
-                self._start_shadow(endpoint, serving, target, data, answer)
+                self._start_shadow(endpoint, serving, target, data, answer, ctx)
         if ctx is not None:
             ctx.answered_by(endpoint.name if answer.model is None else answer.model.name, answer.version,
                             answer.variant)
@@ -170,21 +174,24 @@ class Predictor:
 
     # -- shadows -------------------------------------------------------------------------------------------
     def _start_shadow(self, endpoint: EndpointState, serving: Serving, target: Target, data: Any,
-                      answer: Answer) -> None:
+                      answer: Answer, ctx: RequestContext | None) -> None:
         runner = serving.by_id.get(id(target))
         if runner is None:
             self.observer.shadow(endpoint.name, target.version, "not_loaded", None)
             return
-        task = asyncio.get_running_loop().create_task(self._shadow(endpoint.name, runner, data, answer))
+        tag = None if runner.monitor is None or ctx is None else (ctx.id, endpoint.name, target.variant,
+                                                                  time.monotonic())
+        task = asyncio.get_running_loop().create_task(self._shadow(endpoint.name, runner, data, answer, tag))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(self, endpoint: str, runner: ModelRunner, data: Any, answer: Answer) -> None:
+    async def _shadow(self, endpoint: str, runner: ModelRunner, data: Any, answer: Answer,
+                      tag: Tag | None) -> None:
         version = runner.model.version
         runner.active += 1
         try:
             outcome = await runner.infer(data, want_proba=runner.model.has_proba,
-                                         deadline=time.monotonic() + self.timeout_s)
+                                         deadline=time.monotonic() + self.timeout_s, tag=tag)
         except asyncio.CancelledError:
             raise
         except ShipmlError as exc:

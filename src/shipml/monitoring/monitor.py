@@ -1,0 +1,462 @@
+"""The monitor of one server process: it watches every model version the process serves.
+
+The dataplane hands it each predicted batch (:meth:`Monitor.observe`, in the worker thread: one list append, no
+wake-up). Its own thread takes what has gathered every ``TICK_S`` and, per batch, adds the rows to the model's drift
+window (counts on the reference's bins: no rows kept), its recent scores (for the estimated performance) and the
+index of recent predictions by request id (to join ground truth to), and hands the batch to the prediction log
+(which writes in a thread of its own). Every ``evaluate_interval_s`` it publishes its state for the other workers
+and, in the one worker that leads, evaluates the alert rules. Nothing here can fail or slow a prediction: a full
+intake drops batches (counted) rather than grow.
+
+Feedback (:meth:`Monitor.feedback`) is joined to the index on the caller's thread; ids not in memory are looked up
+in the log on disk (another worker's, or an older prediction).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shipml.errors import ShipmlError
+from shipml.monitoring.alerts import AlertEvaluator, AlertEvent, AlertKey, Figures
+from shipml.monitoring.counts import Counts, Window
+from shipml.monitoring.drift import DriftReport, drift
+from shipml.monitoring.exchange import Exchange
+from shipml.monitoring.feedback import FeedbackLog, Label, join, labels_table
+from shipml.monitoring.log import PROBA_PREFIX, LogBatch, PredictionLog, class_text, prediction_array
+from shipml.monitoring.performance import LabelWindow, ScoreWindow
+from shipml.monitoring.reference import Reference
+from shipml.monitoring.spec import MonitoringSpec
+from shipml.monitoring.webhook import Webhook
+from shipml.package.loaded import LoadedModel
+from shipml.package.validation import Table
+from shipml.protocol.dataplane import Request
+
+__all__ = ["FeedbackResult", "Monitor", "MonitorCounters"]
+
+log = logging.getLogger("shipml.monitoring")
+
+TICK_S = 0.2
+#: Batches waiting for the monitor's thread, at most (each is one merged batch: many requests under load).
+MAX_PENDING = 10_000
+
+
+class MonitorCounters(Protocol):
+    """Where the monitor counts what it does (the server's Prometheus metrics)."""
+
+    def logged(self, model: str, version: str, rows: int) -> None: ...
+
+    def dropped(self, model: str, version: str, rows: int, reason: str) -> None: ...
+
+    def feedback(self, model: str, version: str, outcome: str, rows: int) -> None: ...
+
+    def webhook(self, outcome: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _Served:
+    model: LoadedModel
+    table: Table
+    spans: list[tuple[int, int]]
+    requests: list[Request]
+    results: list[Any]
+    done: float  # time.monotonic()
+    wall: float  # time.time()
+
+
+@dataclass(eq=False)
+class Watched:
+    """One model version under watch."""
+
+    model: LoadedModel
+    reference: Reference | None
+    window: Window | None
+    scores: ScoreWindow
+    labels: LabelWindow
+    endpoints: set[str] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model.name}:{self.model.version}"
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    received: int
+    matched: int
+    unmatched: int
+    unmatched_ids: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"received": self.received, "matched": self.matched, "unmatched": self.unmatched,
+                "unmatched_ids": self.unmatched_ids}
+
+
+@dataclass(slots=True)
+class _Indexed:
+    watched: Watched
+    predictions: np.ndarray
+    probabilities: np.ndarray | None
+
+
+class Monitor:
+    def __init__(self, spec: MonitoringSpec, counters: MonitorCounters, *, exchange_dir: Path | None = None,
+                 clock: Any = time.time) -> None:
+        self.spec = spec
+        self.counters = counters
+        self.clock = clock
+        self.directory = Path(spec.log.dir) if spec.log.dir else None
+        self.log = None if self.directory is None else PredictionLog(
+            self.directory, flush_interval_s=spec.log.flush_interval_s, max_file_rows=spec.log.max_file_rows,
+            max_queue_rows=spec.log.max_queue_rows, on_written=counters.logged, on_dropped=counters.dropped)
+        self.feedback_log = None if self.directory is None else FeedbackLog(self.directory)
+        self.exchange = None if exchange_dir is None else Exchange(exchange_dir)
+        self.evaluator = AlertEvaluator(spec.alerts, default_over_rows=spec.performance.window_rows)
+        self.webhook = None if spec.webhook is None else Webhook(spec.webhook, on_outcome=counters.webhook)
+        self._watched: dict[str, Watched] = {}
+        self._pending: list[_Served] = []
+        self._index: OrderedDict[str, list[_Indexed]] = OrderedDict()
+        self._index_rows = 0
+        self._index_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_evaluation = 0.0
+        self._peer_alerts: list[dict[str, Any]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="shipml-monitor", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Take in what is pending, write the log out, stop (at shutdown)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self._drain()
+        if self.log is not None:
+            self.log.close(timeout_s)
+        if self.webhook is not None:
+            self.webhook.close(timeout_s)
+        if self.exchange is not None:
+            self.exchange.close()
+
+    def watch(self, model: LoadedModel) -> None:
+        key = f"{model.name}:{model.version}"
+        if key in self._watched:
+            return
+        reference: Reference | None = None
+        try:
+            reference = Reference.from_model(model)
+        except ShipmlError as exc:  # a package without a training profile: no drift
+            log.warning("%s: no drift monitoring (%s)", model.ref, exc)
+        window = None if reference is None else Window(reference, self.spec.drift.window_s)
+        task = model.signature.outputs.task
+        capacity = self.spec.performance.window_rows
+        self._watched[key] = Watched(model, reference, window, ScoreWindow(capacity, task=task, classes=model.classes),
+                                     LabelWindow(capacity, task=task, classes=model.classes))
+
+    def unwatch(self, model: LoadedModel) -> None:
+        self._watched.pop(f"{model.name}:{model.version}", None)
+
+    # -- the dataplane's sink (worker thread) ---------------------------------------------------------------
+    def observe(self, model: LoadedModel, table: Table, spans: list[tuple[int, int]], requests: list[Request],
+                results: list[Any]) -> None:
+        pending = self._pending
+        if len(pending) >= MAX_PENDING:
+            self.counters.dropped(model.name, model.version, table.n_rows, "queue_full")
+            return
+        pending.append(_Served(model, table, spans, requests, results, time.monotonic(), self.clock()))
+
+    # -- the monitor's thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self._drain()
+                now = self.clock()
+                if now - self._last_evaluation >= self.spec.evaluate_interval_s:
+                    self._last_evaluation = now
+                    self._evaluate(now)
+            except Exception:  # the monitor must outlive any bug of its own; the log says what broke
+                log.exception("the monitor failed to process a batch")
+
+    def _drain(self) -> None:
+        batch, self._pending = self._pending, []
+        for served in batch:
+            self._ingest(served)
+
+    def _ingest(self, served: _Served) -> None:
+        model = served.model
+        watched = self._watched.get(f"{model.name}:{model.version}")
+        if watched is None:
+            return
+        answered = [(span, request, result) for span, request, result in
+                    zip(served.spans, served.requests, served.results, strict=True)
+                    if not isinstance(result, BaseException)]
+        if not answered:
+            return
+        table = served.table
+        if len(answered) < len(served.spans):
+            table = table.take(np.concatenate([np.arange(*span) for span, _, _ in answered]))
+        spans: list[tuple[int, int]] = []
+        start = 0
+        for (lo, hi), _, _ in answered:
+            spans.append((start, start + hi - lo))
+            start += hi - lo
+        predictions = np.concatenate([r[0] for _, _, r in answered]) if len(answered) > 1 else answered[0][2][0]
+        probas = [r[1] for _, _, r in answered]
+        probabilities = None if any(p is None for p in probas) else (
+            np.concatenate(probas) if len(probas) > 1 else probas[0])
+        columns = table.columns
+        if watched.window is not None:
+            watched.window.add(columns, predictions, served.wall)
+        watched.scores.add(served.wall, predictions, probabilities)
+        tags = [request.tag for _, request, _ in answered]
+        self._remember(watched, tags, spans, predictions, probabilities)
+        if self.log is not None:
+            self._log(watched, served, columns, spans, tags, predictions, probabilities)
+
+    def _remember(self, watched: Watched, tags: Sequence[Any], spans: list[tuple[int, int]],
+                  predictions: np.ndarray, probabilities: np.ndarray | None) -> None:
+        limit = self.spec.performance.index_rows
+        with self._index_lock:
+            index = self._index
+            for tag, (lo, hi) in zip(tags, spans, strict=True):
+                if tag is None:
+                    continue
+                watched.endpoints.add(tag[1])
+                entry = _Indexed(watched, predictions[lo:hi], None if probabilities is None else probabilities[lo:hi])
+                previous = index.pop(tag[0], None)
+                if previous is not None:
+                    self._index_rows -= sum(len(e.predictions) for e in previous)
+                index[tag[0]] = [entry]
+                self._index_rows += hi - lo
+            while self._index_rows > limit and index:
+                _, dropped = index.popitem(last=False)
+                self._index_rows -= sum(len(e.predictions) for e in dropped)
+
+    def _log(self, watched: Watched, served: _Served, columns: dict[str, np.ndarray], spans: list[tuple[int, int]],
+             tags: Sequence[Any], predictions: np.ndarray, probabilities: np.ndarray | None) -> None:
+        assert self.log is not None
+        sample = self.spec.log.sample
+        if sample < 1.0:  # a sampled-out request's rows stay out of the batch's spans: they are not written
+            keep = [i for i in range(len(spans)) if random.random() < sample]
+            if not keep:
+                return
+            spans = [spans[i] for i in keep]
+            tags = [tags[i] for i in keep]
+        model = watched.model
+        self.log.submit(LogBatch(
+            time=served.wall, model=model.name, version=model.version, inputs=columns, signature=model.signature,
+            predictions=predictions, probabilities=probabilities, classes=model.classes,
+            request_ids=[t[0] if t is not None else "" for t in tags],
+            endpoints=[t[1] if t is not None else "" for t in tags],
+            variants=[t[2] if t is not None else "" for t in tags],
+            spans=spans, latency_s=[served.done - t[3] if t is not None else 0.0 for t in tags]))
+
+    # -- alerts -------------------------------------------------------------------------------------------
+    def _evaluate(self, now: float) -> None:
+        if self.exchange is not None:
+            self.exchange.publish({w.key: self._blobs(w, now) for w in list(self._watched.values())},
+                                  [a.to_dict() for a in self.evaluator.active()])
+            if not self.exchange.lead():
+                return
+        for watched in list(self._watched.values()):
+            labels, scores = self._labels(watched), self._scores(watched)
+            performance = {**labels.metrics(), **scores.metrics()}
+            figures = Figures(drift=self.drift(watched, now), performance=performance, labelled_rows=len(labels),
+                              labels=labels, scores=scores)
+            for endpoint in sorted(watched.endpoints) or [""]:
+                key = AlertKey(endpoint, watched.model.name, watched.model.version)
+                for event in self.evaluator.evaluate(now, key, figures):
+                    self._announce(event)
+
+    def _announce(self, event: AlertEvent) -> None:
+        body = event.to_dict()
+        log.warning("alert %s %s: %s", body["alert"], body["state"], orjson.dumps(body).decode())
+        if self.directory is not None:
+            path = self.directory / str(body["model"]) / "alerts.jsonl"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "ab") as out:
+                    out.write(orjson.dumps(body) + b"\n")
+            except OSError as exc:
+                log.warning("cannot record the alert in %s: %s", path, exc.strerror or exc)
+        if self.webhook is not None:
+            self.webhook.send(event)
+
+    def active_alerts(self) -> list[dict[str, Any]]:
+        """The alerts firing now (the leading worker's, wherever asked)."""
+        own = [a.to_dict() for a in self.evaluator.active()]
+        if own or self.exchange is None:
+            return own
+        for peer in self.exchange.peers():
+            if peer.alerts:
+                return peer.alerts
+        return []
+
+    # -- figures (any thread) ------------------------------------------------------------------------------
+    def watched(self) -> list[Watched]:
+        return list(self._watched.values())
+
+    def find(self, model: LoadedModel) -> Watched | None:
+        return self._watched.get(f"{model.name}:{model.version}")
+
+    def _blobs(self, watched: Watched, now: float) -> dict[str, bytes]:
+        blobs = {"scores": watched.scores.to_bytes(), "labels": watched.labels.to_bytes()}
+        if watched.window is not None:
+            blobs["counts"] = watched.window.counts(now).to_bytes()
+        return blobs
+
+    def _peer_blobs(self, watched: Watched, name: str) -> Iterable[bytes]:
+        if self.exchange is None:
+            return
+        for peer in self.exchange.peers():
+            blob = peer.models.get(watched.key, {}).get(name)
+            if blob is not None:
+                yield blob
+
+    def counts(self, watched: Watched, now: float | None = None) -> Counts | None:
+        if watched.window is None or watched.reference is None:
+            return None
+        counts = watched.window.counts(self.clock() if now is None else now)
+        for blob in self._peer_blobs(watched, "counts"):
+            try:
+                counts.merge(Counts.from_bytes(watched.reference, blob))
+            except ValueError as exc:
+                log.warning("%s: skipping another worker's drift counts: %s", watched.key, exc)
+        return counts
+
+    def drift(self, watched: Watched, now: float | None = None) -> DriftReport | None:
+        counts = self.counts(watched, now)
+        if counts is None or watched.reference is None:
+            return None
+        return drift(watched.reference, counts, min_rows=self.spec.drift.min_rows)
+
+    def _labels(self, watched: Watched) -> LabelWindow:
+        labels = watched.labels
+        blobs = list(self._peer_blobs(watched, "labels"))
+        if not blobs:
+            return labels
+        merged: LabelWindow = LabelWindow.from_bytes(labels.to_bytes())
+        for blob in blobs:
+            try:
+                merged.merge(LabelWindow.from_bytes(blob))
+            except ValueError as exc:
+                log.warning("%s: skipping another worker's labels: %s", watched.key, exc)
+        return merged
+
+    def _scores(self, watched: Watched) -> ScoreWindow:
+        scores = watched.scores
+        blobs = list(self._peer_blobs(watched, "scores"))
+        if not blobs:
+            return scores
+        merged: ScoreWindow = ScoreWindow.from_bytes(scores.to_bytes())
+        for blob in blobs:
+            try:
+                merged.merge(ScoreWindow.from_bytes(blob))
+            except ValueError as exc:
+                log.warning("%s: skipping another worker's scores: %s", watched.key, exc)
+        return merged
+
+    def labelled_rows(self, watched: Watched) -> int:
+        return len(self._labels(watched))
+
+    def performance(self, watched: Watched, over_rows: int | None = None) -> dict[str, float]:
+        """Realised figures over the last labelled rows, and the estimate from the recent scores."""
+        figures = dict(self._labels(watched).metrics(over_rows))
+        figures.update(self._scores(watched).metrics())
+        return figures
+
+    # -- feedback (caller's thread) ------------------------------------------------------------------------
+    def feedback(self, labels: Sequence[Label], models: Sequence[LoadedModel]) -> FeedbackResult:
+        """Join ground-truth labels to the predictions they are for (of ``models``: the endpoint's), add them to
+        each version's labelled window, and store them in the feedback log. Predictions this process holds in
+        memory are joined at once; the others are looked up in the prediction log on disk."""
+        now = self.clock()
+        by_key = {f"{m.name}:{m.version}": m for m in models}
+        hits: dict[str, list[tuple[str, _Indexed]]] = {}
+        with self._index_lock:
+            for request_id in dict.fromkeys(label.request_id for label in labels):
+                for entry in self._index.get(request_id, ()):
+                    if entry.watched.key in by_key:
+                        hits.setdefault(entry.watched.key, []).append((request_id, entry))
+        tables: list[tuple[Watched, pa.Table]] = [
+            (entries[0][1].watched, _predictions_table(entries[0][1].watched.model, entries, now))
+            for entries in hits.values()]
+        found = {rid for entries in hits.values() for rid, _ in entries}
+        missing = [label.request_id for label in labels if label.request_id not in found]
+        if missing and self.directory is not None:
+            tables += self._logged(missing, models)
+        given = labels_table(labels, now)
+        matched: set[str] = set()
+        for watched, table in tables:
+            joined = join(table, given)
+            if joined.matched:
+                watched.labels.add(now, joined.targets, joined.predictions, joined.probabilities)
+                self.counters.feedback(watched.model.name, watched.model.version, "matched", joined.matched)
+                matched.update(str(r) for r in joined.request_ids)
+        unmatched = [label for label in labels if label.request_id not in matched]
+        if unmatched:
+            front = models[0] if models else None
+            self.counters.feedback(front.name if front else "", front.version if front else "", "unmatched",
+                                   len(unmatched))
+        if self.feedback_log is not None and models:
+            try:
+                self.feedback_log.append(models[0].name, labels, now)
+            except OSError as exc:
+                log.warning("cannot store feedback for %s: %s", models[0].name, exc.strerror or exc)
+        misses = list(dict.fromkeys(label.request_id for label in unmatched))
+        return FeedbackResult(len(labels), len(labels) - len(unmatched), len(unmatched), misses[:20])
+
+    def _logged(self, request_ids: list[str], models: Sequence[LoadedModel]) -> list[tuple[Watched, pa.Table]]:
+        """The logged predictions of ``request_ids`` by the watched versions of ``models``."""
+        from shipml.monitoring.logread import find_predictions
+
+        assert self.directory is not None
+        out: list[tuple[Watched, pa.Table]] = []
+        for name in dict.fromkeys(m.name for m in models):
+            table = find_predictions(self.directory, name, request_ids)
+            if table.num_rows == 0 or "version" not in table.column_names:
+                continue
+            for model in models:
+                watched = self.find(model)
+                if model.name != name or watched is None:
+                    continue
+                own = table.filter(pc.equal(table.column("version"), model.version))
+                if own.num_rows:
+                    out.append((watched, own))
+        return out
+
+
+def _predictions_table(model: LoadedModel, entries: list[tuple[str, _Indexed]], now: float) -> pa.Table:
+    """Predictions held in memory, as the prediction log's columns :func:`join` reads."""
+    ids = [rid for rid, entry in entries for _ in range(len(entry.predictions))]
+    rows = np.concatenate([np.arange(len(entry.predictions)) for _, entry in entries])
+    predictions = np.concatenate([entry.predictions for _, entry in entries])
+    columns: dict[str, Any] = {
+        "request_id": pa.array(ids, type=pa.string()), "row": pa.array(rows, type=pa.int32()),
+        "time": pa.array(np.full(len(ids), round(now * 1e6), dtype=np.int64), type=pa.timestamp("us", tz="UTC")),
+        "version": pa.array([model.version] * len(ids), type=pa.string()),
+        "prediction": prediction_array(predictions)}
+    probas = [entry.probabilities for _, entry in entries]
+    if model.classes is not None and all(p is not None for p in probas):
+        matrix: np.ndarray = np.concatenate([p for p in probas if p is not None])
+        for j, label in enumerate(model.classes):
+            columns[PROBA_PREFIX + class_text(label)] = pa.array(np.ascontiguousarray(matrix[:, j]))
+    signatures = {f"{model.name}:{model.version}": model.signature.model_dump(mode="json")}
+    return pa.table(columns).replace_schema_metadata({b"shipml.signatures": orjson.dumps(signatures)})
