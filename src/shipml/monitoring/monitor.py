@@ -105,7 +105,9 @@ class FeedbackResult:
 
 
 @dataclass(slots=True)
-class _Indexed:
+class _Chunk:
+    """The predictions of one tick's batches of one model version (the feedback index points into them)."""
+
     watched: Watched
     predictions: np.ndarray
     probabilities: np.ndarray | None
@@ -127,7 +129,7 @@ class Monitor:
         self.webhook = None if spec.webhook is None else Webhook(spec.webhook, on_outcome=counters.webhook)
         self._watched: dict[str, Watched] = {}
         self._pending: list[_Served] = []
-        self._index: OrderedDict[str, list[_Indexed]] = OrderedDict()
+        self._index: OrderedDict[str, tuple[_Chunk, int, int]] = OrderedDict()  # request id -> its rows
         self._index_rows = 0
         self._index_lock = threading.Lock()
         self._stop = threading.Event()
@@ -195,62 +197,89 @@ class Monitor:
                 log.exception("the monitor failed to process a batch")
 
     def _drain(self) -> None:
-        batch, self._pending = self._pending, []
-        for served in batch:
-            self._ingest(served)
+        """Take in what gathered since the last tick: per model version, all its batches as one (one window
+        update, one log batch: the fixed costs are paid per tick, not per batch)."""
+        pending, self._pending = self._pending, []
+        groups: dict[int, list[_Served]] = {}
+        for served in pending:
+            groups.setdefault(id(served.model), []).append(served)
+        for group in groups.values():
+            model = group[0].model
+            watched = self._watched.get(f"{model.name}:{model.version}")
+            if watched is not None:
+                self._ingest(watched, group)
 
-    def _ingest(self, served: _Served) -> None:
-        model = served.model
-        watched = self._watched.get(f"{model.name}:{model.version}")
-        if watched is None:
-            return
-        answered = [(span, request, result) for span, request, result in
-                    zip(served.spans, served.requests, served.results, strict=True)
-                    if not isinstance(result, BaseException)]
-        if not answered:
-            return
-        table = served.table
-        if len(answered) < len(served.spans):
-            table = table.take(np.concatenate([np.arange(*span) for span, _, _ in answered]))
+    def _ingest(self, watched: Watched, group: list[_Served]) -> None:
+        matrices: list[np.ndarray] = []
+        tables: list[Table] = []
+        predictions: list[np.ndarray] = []
+        probabilities: list[np.ndarray | None] = []
         spans: list[tuple[int, int]] = []
-        start = 0
-        for (lo, hi), _, _ in answered:
-            spans.append((start, start + hi - lo))
-            start += hi - lo
-        predictions = np.concatenate([r[0] for _, _, r in answered]) if len(answered) > 1 else answered[0][2][0]
-        probas = [r[1] for _, _, r in answered]
-        probabilities = None if any(p is None for p in probas) else (
-            np.concatenate(probas) if len(probas) > 1 else probas[0])
-        columns = table.columns
+        tags: list[Any] = []
+        latency: list[float] = []
+        rows = 0
+        for served in group:
+            answered = [i for i, result in enumerate(served.results) if not isinstance(result, BaseException)]
+            if not answered:
+                continue
+            table = served.table
+            if len(answered) < len(served.spans):
+                table = table.take(np.concatenate([np.arange(*served.spans[i]) for i in answered]))
+            tables.append(table)
+            if table.dense is not None:
+                matrices.append(table.dense)
+            for i in answered:
+                lo, hi = served.spans[i]
+                predicted, proba = served.results[i]
+                predictions.append(predicted)
+                probabilities.append(proba)
+                spans.append((rows, rows + hi - lo))
+                rows += hi - lo
+                tag = served.requests[i].tag
+                tags.append(tag)
+                latency.append(served.done - tag[3] if tag is not None else 0.0)
+        if not rows:
+            return
+        now = group[-1].wall
+        if len(matrices) == len(tables):  # numeric models: one matrix
+            columns = Table.from_matrix(matrices[0] if len(matrices) == 1 else np.concatenate(matrices),
+                                        watched.model.signature.names).columns
+        else:
+            columns = {name: np.concatenate([t.columns[name] for t in tables])
+                       for name in watched.model.signature.names}
+        predicted = predictions[0] if len(predictions) == 1 else np.concatenate(predictions)
+        proba = None if any(p is None for p in probabilities) else (
+            probabilities[0] if len(probabilities) == 1 else np.concatenate(probabilities))  # type: ignore[arg-type]
         if watched.window is not None:
-            watched.window.add(columns, predictions, served.wall)
-        watched.scores.add(served.wall, predictions, probabilities)
-        tags = [request.tag for _, request, _ in answered]
-        self._remember(watched, tags, spans, predictions, probabilities)
+            watched.window.add(columns, predicted, now)
+        watched.scores.add(now, predicted, proba)
+        self._remember(watched, tags, spans, predicted, proba)
         if self.log is not None:
-            self._log(watched, served, columns, spans, tags, predictions, probabilities)
+            self._log(watched, now, columns, spans, tags, latency, predicted, proba)
 
     def _remember(self, watched: Watched, tags: Sequence[Any], spans: list[tuple[int, int]],
                   predictions: np.ndarray, probabilities: np.ndarray | None) -> None:
+        """Index the predictions by request id, for feedback (one small tuple per request, the arrays shared)."""
         limit = self.spec.performance.index_rows
+        chunk = _Chunk(watched, predictions, probabilities)
         with self._index_lock:
             index = self._index
             for tag, (lo, hi) in zip(tags, spans, strict=True):
                 if tag is None:
                     continue
                 watched.endpoints.add(tag[1])
-                entry = _Indexed(watched, predictions[lo:hi], None if probabilities is None else probabilities[lo:hi])
                 previous = index.pop(tag[0], None)
                 if previous is not None:
-                    self._index_rows -= sum(len(e.predictions) for e in previous)
-                index[tag[0]] = [entry]
+                    self._index_rows -= previous[2] - previous[1]
+                index[tag[0]] = (chunk, lo, hi)
                 self._index_rows += hi - lo
             while self._index_rows > limit and index:
-                _, dropped = index.popitem(last=False)
-                self._index_rows -= sum(len(e.predictions) for e in dropped)
+                _, (_, lo, hi) = index.popitem(last=False)
+                self._index_rows -= hi - lo
 
-    def _log(self, watched: Watched, served: _Served, columns: dict[str, np.ndarray], spans: list[tuple[int, int]],
-             tags: Sequence[Any], predictions: np.ndarray, probabilities: np.ndarray | None) -> None:
+    def _log(self, watched: Watched, now: float, columns: dict[str, np.ndarray], spans: list[tuple[int, int]],
+             tags: Sequence[Any], latency: list[float], predictions: np.ndarray,
+             probabilities: np.ndarray | None) -> None:
         assert self.log is not None
         sample = self.spec.log.sample
         if sample < 1.0:  # a sampled-out request's rows stay out of the batch's spans: they are not written
@@ -259,14 +288,15 @@ class Monitor:
                 return
             spans = [spans[i] for i in keep]
             tags = [tags[i] for i in keep]
+            latency = [latency[i] for i in keep]
         model = watched.model
         self.log.submit(LogBatch(
-            time=served.wall, model=model.name, version=model.version, inputs=columns, signature=model.signature,
+            time=now, model=model.name, version=model.version, inputs=columns, signature=model.signature,
             predictions=predictions, probabilities=probabilities, classes=model.classes,
             request_ids=[t[0] if t is not None else "" for t in tags],
             endpoints=[t[1] if t is not None else "" for t in tags],
             variants=[t[2] if t is not None else "" for t in tags],
-            spans=spans, latency_s=[served.done - t[3] if t is not None else 0.0 for t in tags]))
+            spans=spans, latency_s=latency))
 
     # -- alerts -------------------------------------------------------------------------------------------
     def _evaluate(self, now: float) -> None:
@@ -389,16 +419,16 @@ class Monitor:
         memory are joined at once; the others are looked up in the prediction log on disk."""
         now = self.clock()
         by_key = {f"{m.name}:{m.version}": m for m in models}
-        hits: dict[str, list[tuple[str, _Indexed]]] = {}
+        hits: dict[str, list[tuple[str, _Chunk, int, int]]] = {}
         with self._index_lock:
             for request_id in dict.fromkeys(label.request_id for label in labels):
-                for entry in self._index.get(request_id, ()):
-                    if entry.watched.key in by_key:
-                        hits.setdefault(entry.watched.key, []).append((request_id, entry))
+                entry = self._index.get(request_id)
+                if entry is not None and entry[0].watched.key in by_key:
+                    hits.setdefault(entry[0].watched.key, []).append((request_id, *entry))
         tables: list[tuple[Watched, pa.Table]] = [
             (entries[0][1].watched, _predictions_table(entries[0][1].watched.model, entries, now))
             for entries in hits.values()]
-        found = {rid for entries in hits.values() for rid, _ in entries}
+        found = {entry[0] for entries in hits.values() for entry in entries}
         missing = [label.request_id for label in labels if label.request_id not in found]
         if missing and self.directory is not None:
             tables += self._logged(missing, models)
@@ -443,19 +473,19 @@ class Monitor:
         return out
 
 
-def _predictions_table(model: LoadedModel, entries: list[tuple[str, _Indexed]], now: float) -> pa.Table:
+def _predictions_table(model: LoadedModel, entries: list[tuple[str, _Chunk, int, int]], now: float) -> pa.Table:
     """Predictions held in memory, as the prediction log's columns :func:`join` reads."""
-    ids = [rid for rid, entry in entries for _ in range(len(entry.predictions))]
-    rows = np.concatenate([np.arange(len(entry.predictions)) for _, entry in entries])
-    predictions = np.concatenate([entry.predictions for _, entry in entries])
+    ids = [rid for rid, _, lo, hi in entries for _ in range(hi - lo)]
+    rows = np.concatenate([np.arange(hi - lo) for _, _, lo, hi in entries])
+    predictions = np.concatenate([chunk.predictions[lo:hi] for _, chunk, lo, hi in entries])
     columns: dict[str, Any] = {
         "request_id": pa.array(ids, type=pa.string()), "row": pa.array(rows, type=pa.int32()),
         "time": pa.array(np.full(len(ids), round(now * 1e6), dtype=np.int64), type=pa.timestamp("us", tz="UTC")),
         "version": pa.array([model.version] * len(ids), type=pa.string()),
         "prediction": prediction_array(predictions)}
-    probas = [entry.probabilities for _, entry in entries]
-    if model.classes is not None and all(p is not None for p in probas):
-        matrix: np.ndarray = np.concatenate([p for p in probas if p is not None])
+    if model.classes is not None and all(chunk.probabilities is not None for _, chunk, _, _ in entries):
+        matrix = np.concatenate([chunk.probabilities[lo:hi] for _, chunk, lo, hi in entries
+                                 if chunk.probabilities is not None])
         for j, label in enumerate(model.classes):
             columns[PROBA_PREFIX + class_text(label)] = pa.array(np.ascontiguousarray(matrix[:, j]))
     signatures = {f"{model.name}:{model.version}": model.signature.model_dump(mode="json")}
