@@ -93,6 +93,8 @@ def test_realised_degenerate_cases_give_nan_not_exceptions() -> None:
     wrong = realised(["a", "b", "c"], ["b", "c", "a"], None, ["a", "b", "c"], "classification")
     assert wrong["accuracy"] == 0.0 and wrong["f1"] == 0.0 and math.isnan(wrong["roc_auc"])
     assert realised([1.0], [2.0], None, None, "other") == {}
+    with pytest.raises(ValueError, match="must be numbers"):
+        realised(["high", "low"], [1.0, 2.0], None, None, "regression")
     with pytest.raises(ValueError, match="aligned"):
         realised([1, 0], [1], None, [0, 1], "classification")
     with pytest.raises(ValueError, match="do not match"):

@@ -80,8 +80,11 @@ def realised(targets: Any, predictions: Any, probabilities: Any, classes: Sequen
 
 
 def _regression(targets: Any, predictions: Any) -> dict[str, float]:
-    t = np.asarray(targets, dtype=np.float64).reshape(-1)
-    p = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    try:
+        t = np.asarray(targets, dtype=np.float64).reshape(-1)
+        p = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a regressor's targets and predictions must be numbers: {exc}") from None
     if len(t) != len(p):
         raise ValueError(f"{len(t)} targets but {len(p)} predictions: they must be aligned row by row")
     if len(t) == 0:
