@@ -85,7 +85,7 @@ def test_columns_of_other_arrow_types(models: tuple[LoadedModel, LoadedModel]) -
         "age": pa.array(["30", "x", None, "1e3"]),
         "income": pa.array([1, 2, None, 4], pa.int32()),
         "state": pa.array(["CA", "NY", None, "CA"]).dictionary_encode(),
-        "member": pa.array(["True", "False", None, "maybe"]),
+        "member": pa.array(["true", "FALSE", None, "maybe"]),
         "when": pa.array(["2024-03-01T10:00:00Z", "not a date", None, "2024-03-02"]),
     })
     columns = columns_from_arrow(reference, table)
@@ -98,6 +98,7 @@ def test_columns_of_other_arrow_types(models: tuple[LoadedModel, LoadedModel]) -
     member = counts.feature_counts(reference.signature.names.index("member"))
     feature = reference.feature("member")
     assert member[feature.null_slot] == 1 and member[feature.unseen_slot] == 1
+    assert member[list(feature.categories).index("True")] == member[list(feature.categories).index("False")] == 1
 
 
 WILD = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e308, -1e308, 0.0, 5e-324]))
