@@ -94,3 +94,26 @@ def test_without_log_nothing_is_logged(lgb_model: Saved, tmp_path: Path) -> None
     report = predict_file("lgb", folder, tmp_path / "out.parquet", registry=lgb_model.registry, workers=1,
                           quiet=True)
     assert report.log_request_id is None and report.to_dict()["log"] is None
+
+
+def test_a_part_counts_as_done_only_once_its_rows_are_in_the_log(lgb_model: Saved, tmp_path: Path) -> None:
+    """A killed job resumes after its last finished part: that part's rows must be in the log already (the
+    writer's own flush interval here is an hour, so only the part's end can have written them)."""
+    from shipml.jobs import scoring, sources
+    from shipml.jobs.spec import JobSpec
+
+    folder, frame = _inputs(tmp_path)
+    files = sources.list_inputs(folder)
+    parts = sources.with_first_rows(files, sources.plan_parts(files, 300))
+    version = lgb_model.registry.get("lgb")
+    (tmp_path / "work").mkdir()
+    job = JobSpec(str(version.path), "lgb:1.0.0", "k", str(tmp_path / "work"), log_dir=str(tmp_path / "log"),
+                  log_request_id="job-test", log_flush_s=3600.0)
+    try:
+        scored = 0
+        for result in scoring.run_parts(job, parts):
+            scored += result.rows_scored
+            assert read_log(tmp_path / "log").num_rows == scored
+        assert read_log(tmp_path / "log").num_rows == len(frame) - 2
+    finally:
+        scoring.forget()
