@@ -129,20 +129,22 @@ bodies = st.one_of(json_values, items, st.lists(items, max_size=4),
 @settings(max_examples=300, deadline=None)
 @given(bodies)
 def test_any_json_body_gives_labels_or_a_4xx_naming_the_item(payload: Any) -> None:
+    listed = payload["feedback"] if isinstance(payload, dict) and "feedback" in payload else \
+        payload if isinstance(payload, list) else [payload]
     try:
         labels = parse_feedback(payload)
     except ShipmlError as exc:
-        assert 400 <= exc.status < 500
-        if isinstance(exc, SchemaError):
-            assert exc.problems and all(p.row is not None and p.rule for p in exc.problems)
-            first = exc.problems[0]
-            assert f"item {first.row}" in str(exc) and f"[{first.rule}]" in str(exc)
-            listed = payload["feedback"] if isinstance(payload, dict) and "feedback" in payload else \
-                payload if isinstance(payload, list) else [payload]
+        error: ShipmlError | None = exc
+    else:
+        error = None
+    if error is not None:
+        assert 400 <= error.status < 500
+        if isinstance(error, SchemaError):
+            assert error.problems and all(p.row is not None and p.rule for p in error.problems)
+            first = error.problems[0]
+            assert f"item {first.row}" in str(error) and f"[{first.rule}]" in str(error)
             assert not _valid_item(listed[first.row])
         return
-    listed = payload["feedback"] if isinstance(payload, dict) and "feedback" in payload else \
-        payload if isinstance(payload, list) else [payload]
     assert all(_valid_item(i) for i in listed)
     assert all(isinstance(label, Label) and label.request_id for label in labels)
 
@@ -212,7 +214,7 @@ def test_good_labels_round_trip_and_join_to_their_predictions(data: st.DataObjec
         stored = read_feedback(tmp, "m")
         assert stored.num_rows == len(labels)
         assert stored.column("request_id").to_pylist() == [label.request_id for label in labels]
-        joined = join(find_predictions(tmp, "m", ids + ["never-logged"]), stored)
+        joined = join(find_predictions(tmp, "m", [*ids, "never-logged"]), stored)
         assert joined.matched == n and joined.unmatched == 1 and joined.invalid == 0
         order = {(rid, i): j for j, (rid, i) in enumerate(
             (rid, i) for rid, size in zip(ids, sizes, strict=True) for i in range(size))}
@@ -288,7 +290,8 @@ def test_read_labels_from_files(tmp_path: Path, suffix: str) -> None:
     assert table.column("request_id").to_pylist() == ["a", "a", "b"]
     assert table.column("row").to_pylist() == [0, 1, None]
     assert table.column("target").to_pylist() == ["1", "0", "yes"]
-    assert table.column("target_num").to_pylist()[:2] == [1.0, 0.0] and math.isnan(table.column("target_num")[2].as_py())
+    numbers = table.column("target_num").to_pylist()
+    assert numbers[:2] == [1.0, 0.0] and math.isnan(numbers[2])
 
 
 def test_read_labels_names_what_is_wrong(tmp_path: Path) -> None:
@@ -297,12 +300,12 @@ def test_read_labels_names_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="no column 'request_id'"):
         read_labels(bad)
     bad.write_text("request_id,target\na,1\n,0\n")
-    with pytest.raises(SchemaError, match="request_id.*data rows 1"):
+    with pytest.raises(SchemaError, match=r"request_id.*data rows 1"):
         read_labels(bad)
     bad.write_text("request_id,target,row\na,1,x\n")
     with pytest.raises(SchemaError, match="'row'"):
         read_labels(bad)
-    with pytest.raises(SchemaError, match="name it .csv or .parquet"):
+    with pytest.raises(SchemaError, match=r"name it \.csv or \.parquet"):
         read_labels(tmp_path / "labels.txt")
     numbers = tmp_path / "n.parquet"
     pa.parquet.write_table(pa.table({"request_id": ["a"], "target": [math.inf]}), numbers)  # type: ignore[attr-defined]
