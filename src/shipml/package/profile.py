@@ -1,5 +1,12 @@
 """Reference profile of the training sample and of the model's predictions on it: the baseline that drift
-monitoring compares live traffic against. Plain JSON, computed once at save time."""
+monitoring compares live traffic against. Plain JSON, computed once at save time.
+
+A numeric profile (an int, float or datetime input, a regression's prediction, each class probability) holds
+``bins``: the exact training counts of its finite values on edges at the training deciles (unique, ascending;
+``np.histogram`` semantics: each bin holds ``[left, right)``, the last one ``[left, right]``). Profiles written
+before version 2 have only ``histogram`` (10 equal-width bins); :mod:`shipml.monitoring.reference` falls back to
+it, so packages saved then keep loading.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,9 @@ from shipml.package.signature import ColumnSpec, Signature, to_jsonable
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 HISTOGRAM_BINS = 10
 TOP_CATEGORIES = 50
-PROFILE_VERSION = 1
+DECILES = np.linspace(0.0, 1.0, 11)
+#: 2: numeric profiles have decile ``bins`` (1: only the equal-width ``histogram``).
+PROFILE_VERSION = 2
 
 
 def numeric_profile(values: np.ndarray) -> dict[str, Any]:
@@ -26,6 +35,7 @@ def numeric_profile(values: np.ndarray) -> dict[str, Any]:
     qs = np.quantile(finite, QUANTILES)
     lo, hi = float(finite.min()), float(finite.max())
     counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
+    bin_edges, bin_counts = decile_bins(finite)
     out.update(
         mean=float(finite.mean()),
         std=float(finite.std()),
@@ -33,8 +43,23 @@ def numeric_profile(values: np.ndarray) -> dict[str, Any]:
         max=hi,
         quantiles={f"{q:g}": float(v) for q, v in zip(QUANTILES, qs, strict=True)},
         histogram={"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+        bins={"edges": [float(e) for e in bin_edges], "counts": [int(c) for c in bin_counts]},
     )
     return out
+
+
+def decile_bins(finite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, counts) of finite values on their deciles: unique ascending edges from the minimum to the maximum
+    (a constant column has the one bin ``[v, v]``), exact counts with ``np.histogram`` semantics."""
+    lo, hi = float(finite.min()), float(finite.max())
+    with np.errstate(over="ignore", invalid="ignore"):  # deciles of values near the float limits may overflow
+        inner = np.quantile(finite, DECILES[1:-1])
+    inner = inner[np.isfinite(inner) & (inner > lo) & (inner < hi)]
+    edges = np.unique(np.concatenate([[lo], inner, [hi]]))
+    if len(edges) == 1:
+        edges = np.array([lo, hi])
+    counts, _ = np.histogram(finite, bins=edges)
+    return edges, counts
 
 
 def categorical_profile(values: Any) -> dict[str, Any]:
