@@ -31,14 +31,16 @@ FORMATS = click.Choice(["parquet", "csv", "jsonl"])
               " is rejected.")
 @click.option("--input-format", type=FORMATS, default=None, help="Input format (default: from the extension).")
 @click.option("--output-format", type=FORMATS, default=None, help="Output format (default: from the extension).")
+@click.option("--log", "log_dir", default=None, metavar="DIR",
+              help="Log every scored row to this prediction-log directory (request id: the job's id).")
 @click.option("--trust", is_flag=True, help="Allow a model whose format can run code when loaded.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary (errors still go to stderr).")
 @click.pass_obj
 @handle_errors
 def predict(obj: Context, ref: str, input: tuple[str, ...], output: str, keep_columns: str, proba: bool,
             batch_size: int, part_rows: int, workers: int | None, engine: str, address: str | None,
-            rejects: str | None, input_format: str | None, output_format: str | None, trust: bool,
-            quiet: bool) -> None:
+            rejects: str | None, input_format: str | None, output_format: str | None, log_dir: str | None,
+            trust: bool, quiet: bool) -> None:
     """Score INPUT (CSV, Parquet or JSON-lines files, a directory or a glob) with model REF.
 
     Memory stays flat whatever the input size. Rows that break the model's signature go to the rejects file
@@ -49,7 +51,7 @@ def predict(obj: Context, ref: str, input: tuple[str, ...], output: str, keep_co
         keep_columns=[c.strip() for c in keep_columns.split(",") if c.strip()], proba=proba,
         batch_size=batch_size, part_rows=part_rows, workers=workers, engine=engine,  # type: ignore[arg-type]
         address=address, rejects=rejects, input_format=input_format, output_format=output_format,
-        trusted=True if trust else None, quiet=quiet,
+        trusted=True if trust else None, quiet=quiet, log=log_dir,
     )
     if obj.as_json:
         emit_json(report.to_dict())

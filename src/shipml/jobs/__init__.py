@@ -70,6 +70,8 @@ def predict_file(
     quiet: bool = False,
     progress: TextIO | None = None,
     progress_interval: float = 10.0,
+    log: str | Path | None = None,
+    log_flush_s: float = 5.0,
 ) -> BatchReport:
     """Score every row of ``input`` (CSV, Parquet or JSON-lines files; a directory or glob of them) with the
     model ``ref`` and write ``output`` (Parquet unless its extension or ``output_format`` says CSV / JSON lines).
@@ -84,6 +86,11 @@ def predict_file(
     Dask cluster; each runs the model single-threaded. ``address``: an existing Ray or Dask cluster.
     ``part_rows``: rows per part, the unit of work and of resuming. Progress goes to ``progress`` (default
     stderr): a bar on a terminal, a line every ``progress_interval`` seconds otherwise, nothing when ``quiet``.
+
+    ``log``: a prediction-log directory (:mod:`shipml.monitoring.log`); every scored row is logged there by the
+    process that scores it, with request id ``job-<first 16 hex digits of the job's key>`` (the same when a
+    killed job is resumed; ``report.log_request_id``), ``row`` its position in the whole input (the files in
+    order, counted as the rejects' ``_row``), endpoint and variant ``batch``.
     """
     started = time.perf_counter()
     if batch_size < 1 or part_rows < 1:
@@ -103,11 +110,17 @@ def predict_file(
     parts = sources.plan_parts(files, part_rows)
     policy = policy or InputPolicy()
     key = _job_key(manifest, files, keep, proba, part_rows, policy)
+    log_dir = str(absolute(log)) if log is not None else None
+    log_id = f"job-{key[:16]}"
+    if log_dir is not None:
+        parts = sources.with_first_rows(files, parts)
     work = workdir.work_dir_for(out, key)
     n_workers = workers if workers is not None else (_local_cpus() if engine == "local" else None)
     job = JobSpec(str(model_path), manifest.ref, key, str(work), keep, proba, batch_size, policy, trusted,
-                  allow_env_mismatch, manifest_sha256=manifest_sha256)
-    report = BatchReport(manifest.ref, out, rejects_path, fmt, engine, n_workers or 0, parts_total=len(parts))
+                  allow_env_mismatch, manifest_sha256=manifest_sha256, log_dir=log_dir, log_request_id=log_id,
+                  log_flush_s=log_flush_s)
+    report = BatchReport(manifest.ref, out, rejects_path, fmt, engine, n_workers or 0, parts_total=len(parts),
+                         log_dir=log_dir, log_request_id=log_id if log_dir is not None else None)
     with workdir.locked(work):
         workdir.remove_temporary(work)
         sinks.remove_stale(out)

@@ -54,6 +54,8 @@ class BatchReport:
     seconds: float = 0.0
     max_model_loads: int = 0
     workers_seen: list[str] = field(default_factory=list)
+    log_dir: str | None = None
+    log_request_id: str | None = None  # the request id of the job's rows in the prediction log
 
     @property
     def rows_per_second(self) -> float:
@@ -76,6 +78,7 @@ class BatchReport:
             "rows_read": self.rows_read, "rows_scored": self.rows_scored, "rows_rejected": self.rows_rejected,
             "warnings": self.warnings, "parts_total": self.parts_total, "parts_skipped": self.parts_skipped,
             "seconds": round(self.seconds, 3), "rows_per_second": round(self.rows_per_second, 1),
+            "log": self.log_dir, "log_request_id": self.log_request_id,
         }
 
     def summary(self) -> str:
@@ -84,4 +87,5 @@ class BatchReport:
                    f"{self.rejects} ({self.rows_rejected:,} row{'' if self.rows_rejected == 1 else 's'})")
         return (f"{self.model}: read {self.rows_read:,} rows, scored {self.rows_scored:,}, rejected"
                 f" {self.rows_rejected:,} in {self.seconds:.1f}s ({self.rows_per_second:,.0f} rows/s{skipped})\n"
-                f"output:  {self.output}\nrejects: {rejects}")
+                f"output:  {self.output}\nrejects: {rejects}"
+                + (f"\nlog:     {self.log_dir} (request id {self.log_request_id})" if self.log_dir else ""))

@@ -23,14 +23,17 @@ from shipml.jobs.report import PartResult
 from shipml.jobs.sinks import conform, unify_schemas
 from shipml.jobs.sources import PartData, read_part
 from shipml.jobs.spec import PREDICTION, PROBA_PREFIX, JobSpec, PartSpec
-from shipml.package.loaded import LoadedModel, load_package
+from shipml.monitoring.log import LogBatch, PredictionLog
+from shipml.package.loaded import LoadedModel, Prediction, load_package
 from shipml.package.signature import Problem
+from shipml.package.validation import Table
 
 OnRows = Callable[[int], None]
 
 _lock = threading.Lock()
 _models: dict[str, LoadedModel] = {}
 _loads: dict[str, int] = {}
+_logs: dict[str, PredictionLog] = {}
 
 
 def model_for(job: JobSpec) -> LoadedModel:
@@ -52,10 +55,40 @@ def model_loads(job: JobSpec) -> int:
 
 
 def forget() -> None:
-    """Drop the cached model (the in-process engine, at the end of a job)."""
+    """Drop the cached model (the in-process engine, at the end of a job), and write and close its log."""
     with _lock:
         _models.clear()
         _loads.clear()
+        logs = list(_logs.values())
+        _logs.clear()
+    for prediction_log in logs:
+        prediction_log.close(timeout_s=60.0)
+
+
+def log_for(job: JobSpec) -> PredictionLog | None:
+    """This process's prediction log for the job (None when the job is not logged): one writer per process, so
+    every worker writes its own files into the one directory."""
+    if job.log_dir is None:
+        return None
+    with _lock:
+        found = _logs.get(job.log_dir)
+        if found is None:
+            found = _logs[job.log_dir] = PredictionLog(
+                job.log_dir, flush_interval_s=job.log_flush_s, max_file_rows=max(100_000, job.batch_size),
+                max_queue_rows=4 * max(100_000, job.batch_size))
+        return found
+
+
+def _log_batch(log: PredictionLog, model: LoadedModel, job: JobSpec, table: Table, prediction: Prediction,
+               rows: np.ndarray, seconds: float) -> None:
+    """Hand a scored batch to the log; a batch job waits for room rather than drop rows (nobody waits on it)."""
+    n = len(prediction.predictions)
+    batch = LogBatch(time.time(), model.name, model.version, table.columns, model.signature,
+                     prediction.predictions, prediction.probabilities, model.classes, [job.log_request_id],
+                     ["batch"], ["batch"], [(0, n)], [seconds], rows)
+    if log.queued_rows + n > log.max_queue_rows:
+        log.flush(timeout_s=600.0)
+    log.submit(batch)
 
 
 def worker_name() -> str:
@@ -95,8 +128,9 @@ def score_part(job: JobSpec, part: PartSpec, on_rows: OnRows | None = None) -> P
         rejected += len(data.unparsed)
         if on_rows is not None:
             on_rows(len(data.unparsed))
+    log = log_for(job)
     for batch, positions in data.batches:
-        out, bad, n_warnings = score_batch(model, job, batch, positions, part.path)
+        out, bad, n_warnings = score_batch(model, job, batch, positions, part.path, log, part.first_row)
         warnings += n_warnings
         if out is not None and out.num_rows:
             outputs.append(out)
@@ -106,6 +140,8 @@ def score_part(job: JobSpec, part: PartSpec, on_rows: OnRows | None = None) -> P
             rejected += bad.num_rows
         if on_rows is not None:
             on_rows(batch.num_rows)
+    if log is not None:  # the part's rows are in the log before the part counts as done
+        log.flush(timeout_s=600.0)
     _write_ipc(workdir.output_file(work, part.index), outputs)
     _write_ipc(workdir.rejects_file(work, part.index), _sorted_rejects(rejects))
     result = PartResult(part.index, data.rows, scored, rejected, warnings, time.perf_counter() - started,
@@ -114,7 +150,8 @@ def score_part(job: JobSpec, part: PartSpec, on_rows: OnRows | None = None) -> P
     return result
 
 
-def score_batch(model: LoadedModel, job: JobSpec, batch: pa.RecordBatch, positions: np.ndarray, path: str
+def score_batch(model: LoadedModel, job: JobSpec, batch: pa.RecordBatch, positions: np.ndarray, path: str,
+                log: PredictionLog | None = None, first_row: int = 0
                 ) -> tuple[pa.RecordBatch | None, pa.RecordBatch | None, int]:
     """(scored rows, rejected rows, warnings) of one batch.
 
@@ -132,7 +169,12 @@ def score_batch(model: LoadedModel, job: JobSpec, batch: pa.RecordBatch, positio
     out = None
     if n_bad < n:
         table = checked.table if good is None else checked.table.take(good)
-        prediction = model.infer(table, proba=job.proba)
+        began = time.perf_counter()
+        prediction = model.infer(table, proba=job.proba or (log is not None and model.has_proba))
+        if log is not None:
+            rows = positions if good is None else positions[good]
+            _log_batch(log, model, job, table, prediction, max(first_row, 0) + rows,
+                       time.perf_counter() - began)
         kept = batch if good is None else batch.take(pa.array(good))
         out = _output_batch(model, job, kept, prediction.predictions, prediction.probabilities)
     rejects = None

@@ -21,7 +21,7 @@ import io
 import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,56 @@ def plan_parts(files: Sequence[InputFile], part_rows: int) -> list[PartSpec]:
             parts.append(PartSpec(len(parts), str(file.path), file.format, file_index, start, stop, rows, group,
                                   header))
     return parts
+
+
+def with_first_rows(files: Sequence[InputFile], parts: Sequence[PartSpec]) -> list[PartSpec]:
+    """``parts`` with ``first_row`` set: each part's first row's position in the whole input (the files in order,
+    rows counted as the rejects' ``_row`` counts them). Parquet parts know theirs from the metadata; a CSV or
+    JSON-lines part's is found by counting the non-empty lines before it (one pass over the text files)."""
+    out: list[PartSpec] = []
+    file_first = 0
+    for file_index, file in enumerate(files):
+        mine = [p for p in parts if p.file_index == file_index]
+        if file.format == "parquet":
+            out += [replace(p, first_row=file_first + p.start) for p in mine]
+            file_first += pq.ParquetFile(file.path).metadata.num_rows
+            continue
+        blank = b"\r" if file.format == "csv" else b"\r \t"
+        at = file_first
+        with file.path.open("rb") as f:
+            for p in sorted(mine, key=lambda q: q.start):
+                out.append(replace(p, first_row=at))
+                f.seek(p.start)
+                at += count_lines(f, p.stop - p.start, blank)
+        file_first = at
+    return sorted(out, key=lambda p: p.index)
+
+
+def count_lines(f: io.BufferedReader, size: int, blank: bytes, chunk: int = 4 << 20) -> int:
+    """Lines in the next ``size`` bytes of ``f`` that hold a byte other than ``blank`` ones (vectorised, in
+    chunks: memory stays at a few times ``chunk``). A last line without a newline counts too."""
+    skip = np.zeros(256, dtype=bool)
+    skip[[*blank, 10]] = True
+    count = 0
+    open_line = False  # the line running into this chunk already has content
+    left = size
+    while left > 0:
+        data = f.read(min(chunk, left))
+        if not data:
+            break
+        left -= len(data)
+        arr = np.frombuffer(data, dtype=np.uint8)
+        content = np.cumsum(~skip[arr], dtype=np.int64)
+        ends = np.flatnonzero(arr == 10)
+        if len(ends):
+            before = np.concatenate(([0], content[ends[:-1]]))
+            filled = content[ends] - before > 0
+            filled[0] |= open_line
+            count += int(filled.sum())
+            open_line = bool(content[-1] - content[ends[-1]] > 0)
+        else:
+            open_line = open_line or bool(content[-1] > 0)
+    return count + int(open_line)
 
 
 def _parquet_cuts(path: Path, part_rows: int) -> list[tuple[int, int, int, int, bytes]]:

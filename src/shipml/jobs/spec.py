@@ -40,6 +40,9 @@ class JobSpec:
     allow_env_mismatch: bool = False
     threads_per_worker: int = 1
     manifest_sha256: str | None = None
+    log_dir: str | None = None  # the prediction log every worker writes scored rows to (None: no log)
+    log_request_id: str = ""  # the request id of every logged row: the job's id
+    log_flush_s: float = 5.0
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -56,6 +59,8 @@ class JobSpec:
 class PartSpec:
     """One slice of one input file: rows ``[start, stop)`` of a Parquet file (inside one row group), or bytes
     ``[start, stop)`` of a CSV / JSON-lines file, cut at line ends (CSV parts carry the file's header line).
+    ``first_row`` is the position of its first row in the whole input (every file in order), counted only for a
+    job whose rows are logged (-1 otherwise).
 
     ``file_index`` orders the files; ``est_rows`` only feeds the progress bar (exact for Parquet)."""
 
@@ -68,6 +73,7 @@ class PartSpec:
     est_rows: int
     row_group: int = -1
     header: bytes = b""
+    first_row: int = -1  # the input position of the part's first row (set when the job is logged)
 
     def to_json(self) -> bytes:
         data = asdict(self)
