@@ -1,16 +1,31 @@
-"""Reports built by hand, for the renderer's tests (the collector's tests build theirs from a real log)."""
+"""Reports built by hand, for the renderer's tests, and a real prediction log (with feedback) for the collector's."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from shipml.monitoring.alerts import AlertEvent
+from shipml.monitoring.feedback import FeedbackLog, Label
+from shipml.monitoring.log import LogBatch, PredictionLog
 from shipml.monitoring.report import Distribution, FeatureReport, PredictionReport, Report, Series
-from shipml.monitoring.report_html import bin_labels
+from shipml.monitoring.report_html import fmt
+from shipml.package.loaded import LoadedModel
+from tests.unit import drift_models
 
 START = 1_780_000_000.0  # 2026-05-28
+
+
+def bin_labels(edges: Sequence[float]) -> list[str]:
+    inner = [f"[{fmt(a)}, {fmt(b)})" for a, b in itertools.pairwise(edges)]
+    inner[-1] = inner[-1][:-1] + "]"
+    return [f"< {fmt(edges[0])}", *inner, f"> {fmt(edges[-1])}", "null"]
 
 
 def _shares(rng: np.random.Generator, n: int) -> tuple[float, ...]:
@@ -72,9 +87,9 @@ def sample_report(*, model: str = "churn", features: Sequence[str] = ("x0", "x1"
         realised={k: tuple(v if n else math.nan for n in labelled) for k, v in realised.items()},
         estimated={k: wave for k in estimated},
         psi={f.name: tuple(float(v) for v in np.linspace(0.0, f.psi, buckets)) for f in reports})
-    events = ({"alert": "input-drift", "state": "firing", "severity": "warning", "endpoint": model, "model": model,
-               "version": version, "feature": features[0] if features else None, "label": None, "metric": "psi",
-               "value": 1.5, "condition": "psi > 0.2", "since": START + 3600 * 6, "at": START + 3600 * 6.5},)
+    events = (AlertEvent("input-drift", "firing", "warning", model, model, version,
+                         features[0] if features else None, None, "psi", 1.5, "psi > 0.2", START + 3600 * 6,
+                         START + 3600 * 6.5).to_dict(),)
     return Report(model=model, ref=model, task=task,  # type: ignore[arg-type]
                   reference_version=version, versions=(version,), classes=classes, since=START,
                   until=START + 3600.0 * buckets, generated_at=START + 3600.0 * buckets, rows=100 * buckets,
@@ -82,3 +97,75 @@ def sample_report(*, model: str = "churn", features: Sequence[str] = ("x0", "x1"
                   drift_rows=100 * buckets, labelled_rows=sum(labelled), realised=realised, estimated=estimated,
                   features=tuple(reports), prediction=prediction, series=series,
                   alerts=events if alerts else (), notes=("a note",))
+
+
+# -- a real prediction log ------------------------------------------------------------------------------------
+@dataclass
+class WrittenLog:
+    """What :func:`write_log` wrote: the rows served (in order), their request ids and rows, predictions, the
+    labels sent as feedback (request id, row -> target) and the batches' times."""
+
+    directory: Path
+    start: float
+    end: float
+    frame: pd.DataFrame
+    request_ids: list[str]
+    rows: list[int]
+    predictions: np.ndarray
+    times: np.ndarray
+    labels: dict[tuple[str, int], int]
+
+
+def shifted_frame(n: int, seed: int) -> pd.DataFrame:
+    """Rows of the training distribution with ``income`` moved far above what training saw."""
+    X = drift_models.frame(n, seed)
+    X["income"] = X["income"] + 60_000
+    return X
+
+
+def truth(X: pd.DataFrame) -> np.ndarray:
+    """The rule the classifier of drift_models was trained on."""
+    return ((X["income"].fillna(50_000) > 50_000) ^ (X["state"] == "CA")).astype(int).to_numpy()
+
+
+def write_log(model: LoadedModel, directory: Path, *, start: float, hours: int = 12, batches_per_hour: int = 4,
+              requests_per_batch: int = 6, rows_per_request: int = 5, labelled_share: float = 0.5,
+              seed: int = 7) -> WrittenLog:
+    """Serve-like batches through a real PredictionLog: training-distribution rows for the first half of the
+    hours, ``income`` shifted in the second half; feedback (the true label) for ``labelled_share`` of the rows
+    through a real FeedbackLog, an hour after each batch."""
+    rng = np.random.default_rng(seed)
+    log = PredictionLog(directory, flush_interval_s=0.05, max_file_rows=10_000, max_queue_rows=1_000_000)
+    feedback = FeedbackLog(directory)
+    frames, ids, rows, predictions, times = [], [], [], [], []
+    labels: dict[tuple[str, int], int] = {}
+    count = hours * batches_per_hour
+    per_batch = requests_per_batch * rows_per_request
+    try:
+        for b in range(count):
+            at = start + b * 3600.0 / batches_per_hour + float(rng.uniform(0, 60))
+            X = (drift_models.frame if b < count // 2 else shifted_frame)(per_batch, seed=1000 + b)
+            checked = model.check(X)
+            prediction = model.infer(checked.table)
+            batch_ids = [f"b{b}-r{k}" for k in range(requests_per_batch)]
+            spans = [(k * rows_per_request, (k + 1) * rows_per_request) for k in range(requests_per_batch)]
+            assert log.submit(LogBatch(
+                at, model.name, model.version, checked.table.columns, model.signature, prediction.predictions,
+                prediction.probabilities, model.classes, batch_ids, ["churn"] * requests_per_batch,
+                ["stable"] * requests_per_batch, spans, list(rng.uniform(0.001, 0.02, requests_per_batch))))
+            y = truth(X)
+            batch_labels = []
+            for i in np.flatnonzero(rng.random(per_batch) < labelled_share):
+                rid, row = batch_ids[i // rows_per_request], int(i % rows_per_request)
+                labels[(rid, row)] = int(y[i])
+                batch_labels.append(Label(rid, row, int(y[i])))
+            feedback.append(model.name, batch_labels, at + 3600.0)
+            frames.append(X)
+            ids += [rid for rid in batch_ids for _ in range(rows_per_request)]
+            rows += list(range(rows_per_request)) * requests_per_batch
+            predictions.append(prediction.predictions)
+            times.append(np.full(per_batch, at))
+    finally:
+        log.close(timeout_s=30.0)
+    return WrittenLog(directory, start, start + hours * 3600.0, pd.concat(frames, ignore_index=True), ids, rows,
+                      np.concatenate(predictions), np.concatenate(times), labels)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ import orjson
 from shipml._optional import import_optional
 from shipml.monitoring.report import Distribution, FeatureReport, Report, Series
 
-__all__ = ["MAX_FEATURE_PLOTS", "PSI_MAJOR", "PSI_MODERATE", "bin_labels", "render_html"]
+__all__ = ["MAX_FEATURE_PLOTS", "PSI_MAJOR", "PSI_MODERATE", "render_html"]
 
 #: PSI rule of thumb: below 0.1 the distribution is stable, 0.1-0.25 a moderate shift, above 0.25 a major one.
 PSI_MODERATE = 0.1
@@ -272,7 +272,8 @@ def _psi_over_time(figures: _Figures, report: Report) -> str:
         figure.add_trace(go.Scatter(x=x, y=list(s.psi[name]), name=ptext(name), mode="lines+markers",
                                     line={"color": COLORS[i % len(COLORS)]}))
     figure.add_hline(y=PSI_MAJOR, line={"dash": "dot", "color": "#c92a2a"})
-    _time_layout(figure, f"PSI per time bucket (the {len(shown)} worst features)", "PSI", s.width_s)
+    window = f", each over the trailing {s.psi_window_rows}+ rows" if s.psi_window_rows else ""
+    _time_layout(figure, f"PSI over time (the {len(shown)} worst features{window})", "PSI", s.width_s)
     return figures.add(figure, height=360)
 
 
@@ -390,10 +391,3 @@ def _figure_table(f: FeatureReport) -> str:
     values = "".join(f'<td class="n">{fmt(v)}</td>' for _, v in shown)
     return f"<table><tr>{cells}<th>rows</th></tr><tr>{values}<td class=\"n\">{f.rows:,}</td></tr></table>"
 
-
-def bin_labels(edges: Sequence[float]) -> list[str]:
-    """Labels of a numeric reference's bins: below the training minimum, each bin, above the maximum, null."""
-    inner = [f"[{fmt(a)}, {fmt(b)})" for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    if inner:
-        inner[-1] = inner[-1][:-1] + "]"
-    return [f"< {fmt(edges[0])}", *inner, f"> {fmt(edges[-1])}", "null"] if len(edges) else ["null"]
