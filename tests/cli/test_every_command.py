@@ -48,6 +48,14 @@ def _skops_model(work: Path) -> Path:
     return path
 
 
+def _labels(work: Path, seen: dict[str, object]) -> Path:
+    """Labels for the first rows that ``predict`` logged (its JSON names the request id)."""
+    path = work / "labels.csv"
+    request_id = seen["predict"]["log_request_id"]  # type: ignore[index]
+    path.write_text("request_id,row,target\n" + "".join(f"{request_id},{i},1\n" for i in range(3)))
+    return path
+
+
 # Run in this order on one registry (some use what an earlier one made): name -> arguments after the name.
 CASES: dict[str, Args] = {
     "models": lambda w, s: [],
@@ -59,7 +67,8 @@ CASES: dict[str, Args] = {
     "promote": lambda w, s: [f"churn:{GOOD}", "staging", "--data", str(w / "valid.csv"), "--target", TARGET],
     "predict-sample": lambda w, s: ["churn@production", str(w / "valid.csv"), "--limit", "3"],
     "predict": lambda w, s: ["churn@production", str(w / "valid.csv"), "-o", str(w / "scores.parquet"),
-                             "--workers", "1", "-q"],
+                             "--workers", "1", "-q", "--log", str(w / "predlog")],
+    "feedback": lambda w, s: ["churn", str(_labels(w, s)), "--log", str(w / "predlog")],
     "import": lambda w, s: [str(_skops_model(w)), "--name", "imported", "--sample", str(w / "sample.csv")],
     "delete": lambda w, s: ["imported:1.0.0"],
     "token": lambda w, s: ["list"],
@@ -127,6 +136,7 @@ def test_every_command_takes_both_options_after_its_name_and_prints_json(workdir
     assert seen["canary start"]["version"] == GOOD and seen["canary abort"]["state"] == "aborted"  # type: ignore[index]
     assert seen["canary promote"]["state"] == "promoted"  # type: ignore[index]
     assert seen["rollback"]["move"]["to"] == WEAK  # type: ignore[index]
+    assert seen["feedback"]["matched_rows"] == 3 and seen["feedback"]["unmatched_labels"] == 0  # type: ignore[index]
 
 
 def test_options_before_and_after_the_command_name(workdir: Path) -> None:
