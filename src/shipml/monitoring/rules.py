@@ -30,8 +30,8 @@ METRICS = DRIFT_METRICS + PREDICTION_METRICS + PERFORMANCE_METRICS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_COMPARE = re.compile(rf"^\s*([a-z_]+)\s*(>=|<=|>|<)\s*({_NUMBER})\s*$")
-_OUTSIDE = re.compile(rf"^\s*([a-z_]+)\s+outside\s*\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]\s*$")
+_COMPARE = re.compile(rf"^\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<)\s*({_NUMBER})\s*$")
+_OUTSIDE = re.compile(rf"^\s*([a-z_][a-z0-9_]*)\s+outside\s*\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]\s*$")
 
 
 class Condition(BaseModel):
@@ -81,9 +81,16 @@ class Condition(BaseModel):
         return value <= self.threshold
 
     def __str__(self) -> str:
+        """The condition as written, with its numbers exact (``parse(str(c)) == c``)."""
         if self.op == "outside":
-            return f"{self.metric} outside [{self.low:g}, {self.high:g}]"
-        return f"{self.metric} {self.op} {self.threshold:g}"
+            return f"{self.metric} outside [{_text(self.low)}, {_text(self.high)}]"
+        return f"{self.metric} {self.op} {_text(self.threshold)}"
+
+
+def _text(number: float) -> str:
+    """The shortest text that reads back as ``number`` (``0.2``, ``1e-05``, ``100000``)."""
+    text = repr(float(number))
+    return text.removesuffix(".0")
 
 
 class AlertRule(BaseModel):
