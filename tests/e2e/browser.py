@@ -31,6 +31,8 @@ class Opened:
     text: str = ""
     svg_text: str = ""
     injected: int = 0
+    summary: str = ""
+    drift_rows: list[str] = field(default_factory=list)
     drawn: int = -1
 
 
@@ -93,6 +95,8 @@ def open_page(chromium: Any, path: Path, *, injected_selector: str = "[data-inje
         opened.drawn = int(page.get_attribute("html", "data-drawn") or -1)
         opened.plots = page.evaluate(PLOTS_DRAWN)
         opened.text = page.inner_text("body")
+        opened.summary = page.inner_text("#summary") if page.query_selector("#summary") else ""
+        opened.drift_rows = page.eval_on_selector_all("#drift td.name", "cells => cells.map(c => c.innerText)")
         opened.svg_text = page.evaluate(
             "() => Array.from(document.querySelectorAll('div.plot svg text')).map(t => t.textContent).join('\\n')")
         opened.injected = page.evaluate(f"() => document.querySelectorAll({injected_selector!r}).length")

@@ -6,6 +6,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,48 @@ def write_log(model: LoadedModel, directory: Path, *, start: float, hours: int =
         log.close(timeout_s=30.0)
     return WrittenLog(directory, start, start + hours * 3600.0, pd.concat(frames, ignore_index=True), ids, rows,
                       np.concatenate(predictions), np.concatenate(times), labels)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self._in_script = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._in_script += tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script -= tag == "script"
+
+    def handle_data(self, data: str) -> None:
+        if not self._in_script:
+            self.text.append(data)
+
+
+def page_tags(page: str) -> tuple[list[tuple[str, dict[str, str | None]]], str]:
+    """Every element of an HTML page (tag, attributes), as a browser's parser sees them (script bodies are text),
+    and the page's text outside scripts."""
+    parser = _Tags()
+    parser.feed(page)
+    parser.close()
+    return parser.tags, "".join(parser.text)
+
+
+def fetches(page: str) -> list[str]:
+    """Every reference in the page's markup that would make a browser load something (src, href off the page,
+    link, object, iframe)."""
+    tags, _ = page_tags(page)
+    out = []
+    for tag, attrs in tags:
+        for key in ("src", "data", "srcset", "poster", "action"):
+            if attrs.get(key):
+                out.append(f"{tag} {key}={attrs[key]}")
+        href = attrs.get("href")
+        if href is not None and not href.startswith("#"):
+            out.append(f"{tag} href={href}")
+        if tag in ("link", "iframe", "object", "embed", "base"):
+            out.append(tag)
+    return out

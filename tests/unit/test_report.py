@@ -17,16 +17,8 @@ from shipml.errors import InvalidNameError, NotFoundError
 from shipml.monitoring.alerts import AlertEvent
 from shipml.monitoring.log import path_component
 from shipml.monitoring.performance import realised
-from shipml.monitoring.report import (
-    ALERTS_FILE,
-    PSI_WINDOW_ROWS,
-    Report,
-    bucket_width,
-    collect,
-    monitor,
-    read_alerts,
-    reference_of,
-)
+from shipml.monitoring.report import ALERTS_FILE, Report
+from shipml.monitoring.report_collect import PSI_WINDOW_ROWS, bucket_width, collect, monitor, read_alerts, reference_of
 from shipml.package.loaded import LoadedModel
 from shipml.registry import Registry
 from tests.unit import drift_models

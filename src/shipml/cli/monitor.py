@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from shipml.cli._common import Context, emit_json, handle_errors, table
-from shipml.monitoring.report import Report, monitor
+from shipml.monitoring.report import Report
+from shipml.monitoring.report_collect import monitor
 from shipml.monitoring.report_html import fmt, psi_word, render_html, when
 from shipml.monitoring.spec import parse_duration
 

@@ -10,6 +10,7 @@ labels (``<b>``, ``<a href>``, ``<br>``) and decodes entities, so an escaped nam
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,7 @@ import orjson
 from shipml._optional import import_optional
 from shipml.monitoring.report import Distribution, FeatureReport, Report, Series
 
-__all__ = ["MAX_FEATURE_PLOTS", "PSI_MAJOR", "PSI_MODERATE", "render_html"]
+__all__ = ["MAX_FEATURE_PLOTS", "PSI_MAJOR", "PSI_MODERATE", "bin_labels", "compact", "render_html"]
 
 #: PSI rule of thumb: below 0.1 the distribution is stable, 0.1-0.25 a moderate shift, above 0.25 a major one.
 PSI_MODERATE = 0.1
@@ -54,7 +55,8 @@ td,th{border-bottom:1px solid #e9ecef;padding:3px 10px;text-align:left;vertical-
 th{background:#f8f9fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:12px}
 .feature{border:1px solid #dee2e6;border-radius:6px;padding:8px}
-.plot{width:100%;height:340px}.plot.small{height:300px}
+.plot{width:100%}
+.card-figures{font-size:.85em}.headline{font-size:1.05em;margin:6px 0 2px}
 .notes{color:#495057;font-size:.9em}
 """
 
@@ -116,9 +118,12 @@ class _Figures:
         self.go = import_optional("plotly.graph_objects", "report", "plotly")
         self.blocks: list[str] = []
 
-    def add(self, figure: Any, *, height: int, css: str = "plot") -> str:
-        figure.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50}, paper_bgcolor="white",
-                             plot_bgcolor="#f8f9fa", font={"size": 12}, legend={"orientation": "h", "y": -0.18})
+    def add(self, figure: Any, *, height: int) -> str:
+        figure.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 40}, paper_bgcolor="white",
+                             plot_bgcolor="#f8f9fa", font={"size": 12})
+        if figure.layout.legend.y is None:  # below the plot, unless the figure placed it
+            figure.update_layout(legend={"orientation": "h", "y": -0.15, "yanchor": "top"})
+        figure.update_xaxes(automargin=True)
         spec = figure.to_plotly_json()
         spec["layout"].pop("template", None)
         data = orjson.dumps(spec, option=orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -126,7 +131,7 @@ class _Figures:
         data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         plot_id = f"plot-{len(self.blocks)}"
         self.blocks.append(f'<script type="application/json" data-plot="{plot_id}">{data}</script>')
-        return f'<div class="{css}" id="{plot_id}"></div>'
+        return f'<div class="plot" id="{plot_id}" style="height:{height}px"></div>'
 
 
 def render_html(report: Report, *, plotly_js: str | None = None) -> str:
@@ -187,7 +192,30 @@ def _summary(report: Report) -> str:
         cards.append(_card(fmt(report.prediction.psi), "prediction drift (PSI)", psi_class(report.prediction.psi)))
     fired = report.fired()
     cards.append(_card(str(len(fired)), "alerts fired", "bad" if fired else "ok"))
-    return '<h2>Summary</h2><div class="cards" id="summary">' + "".join(cards) + "</div>"
+    return ('<h2>Summary</h2><div id="summary">' + _headline(report) + '<div class="cards">' + "".join(cards)
+            + "</div></div>")
+
+
+def _headline(report: Report) -> str:
+    """One sentence a person reads first: what drifted, how the predictions and performance moved, alerts."""
+    if not report.rows:
+        return '<p class="headline">No prediction was logged over the period.</p>'
+    parts = []
+    shifted = [f for f in report.features if f.psi > PSI_MODERATE]
+    if shifted:
+        named = ", ".join(f'<b class="{psi_class(f.psi)}">{esc(f.name)}</b> (PSI {fmt(f.psi)})' for f in shifted[:3])
+        more = f" and {len(shifted) - 3} more" if len(shifted) > 3 else ""
+        parts.append(f"{len(shifted)} feature(s) shifted: {named}{more}")
+    elif report.features:
+        parts.append("no input feature shifted (every PSI at most 0.1)")
+    if report.prediction is not None and math.isfinite(report.prediction.psi):
+        parts.append(f"predictions {psi_word(report.prediction.psi)} (PSI {fmt(report.prediction.psi)})")
+    for metric in _shown_metrics(report.realised, report.estimated)[:1]:
+        parts.append(f"{esc(metric)} {fmt(report.realised.get(metric, math.nan))} realised vs "
+                     f"{fmt(report.estimated.get(f'estimated_{metric}', math.nan))} estimated")
+    fired = report.fired()
+    parts.append(f"{len(fired)} alert(s) fired" if fired else "no alert fired")
+    return '<p class="headline">' + "; ".join(parts) + ".</p>"
 
 
 def _shown_metrics(realised: Mapping[str, float], estimated: Mapping[str, float]) -> list[str]:
@@ -246,8 +274,9 @@ def _notes(report: Report) -> str:
 
 # -- charts -----------------------------------------------------------------------------------------------------
 def _time_layout(figure: Any, title: str, y_title: str, width_s: float) -> None:
-    figure.update_layout(title={"text": title}, hovermode="x unified", bargap=0.05)
-    figure.update_xaxes(type="date", title={"text": f"time (UTC, buckets of {_duration(width_s)})"})
+    figure.update_layout(title={"text": f"{title} <span style='font-size:11px'>(UTC, {_duration(width_s)} "
+                                        f"buckets)</span>"}, hovermode="x unified", bargap=0.05)
+    figure.update_xaxes(type="date")
     figure.update_yaxes(title={"text": y_title})
 
 
@@ -277,17 +306,49 @@ def _psi_over_time(figures: _Figures, report: Report) -> str:
     return figures.add(figure, height=360)
 
 
-def _distribution_figure(figures: _Figures, d: Distribution, title: str) -> Any:
-    """Reference vs current shares side by side on the same bins."""
+def _distribution_figure(figures: _Figures, d: Distribution, title: str | None = None, dtype: str = "") -> Any:
+    """Reference vs current shares side by side on the same bins (legend on top: tick labels may be long)."""
     go = figures.go
-    labels = [ptext(label) for label in d.labels]
+    labels = [ptext(label) for label in bin_labels(d, dtype)]
     figure = go.Figure([
         go.Bar(x=labels, y=list(d.reference), name="reference (training)", marker={"color": REFERENCE_COLOR}),
         go.Bar(x=labels, y=list(d.current), name="current (served)", marker={"color": CURRENT_COLOR})])
-    figure.update_layout(title={"text": title}, barmode="group", bargap=0.15)
-    figure.update_xaxes(type="category", tickangle=-30 if len(labels) > 6 else 0)
+    figure.update_layout(barmode="group", bargap=0.15,
+                         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"})
+    if title is not None:
+        figure.update_layout(title={"text": title, "x": 0.01, "y": 0.98, "yanchor": "top"})
+    figure.update_xaxes(type="category", tickangle=-35 if len(labels) > 6 else 0)
     figure.update_yaxes(title={"text": "share of rows"}, tickformat=".0%")
     return figure
+
+
+def bin_labels(d: Distribution, dtype: str = "") -> list[str]:
+    """Short tick labels: a numeric distribution's bins from its edges (``< a``, ``a – b``, ``> b``, null) with
+    compact numbers (dates for a datetime feature); any other distribution's labels as they are."""
+    edges = d.edges
+    if d.kind != "numeric" or len(edges) < 2 or len(d.labels) != len(edges) + 2:
+        return list(d.labels)
+    span = edges[-1] - edges[0]
+
+    def short(value: float) -> str:
+        if dtype == "datetime":
+            stamp = datetime.fromtimestamp(value, UTC)
+            return stamp.strftime("%Y-%m-%d" if span >= 5 * 86400 else "%m-%d %H:%M")
+        return compact(value)
+
+    inner = [f"{short(a)} – {short(b)}" for a, b in itertools.pairwise(edges)]
+    return [f"< {short(edges[0])}", *inner, f"> {short(edges[-1])}", d.labels[-1]]
+
+
+def compact(value: float) -> str:
+    """A number in at most ~6 characters: 3 significant digits, k/M/G/T for thousands and up."""
+    if not math.isfinite(value):
+        return str(value)
+    size = abs(value)
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if size >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def _predictions(figures: _Figures, report: Report) -> str:
@@ -297,7 +358,7 @@ def _predictions(figures: _Figures, report: Report) -> str:
     if report.prediction is not None:
         p = report.prediction
         title = f"prediction distribution: PSI {fmt(p.psi)} ({psi_word(p.psi)})"
-        parts.append(figures.add(_distribution_figure(figures, p.distribution, title), height=320, css="plot small"))
+        parts.append(figures.add(_distribution_figure(figures, p.distribution, title), height=340))
     if s.prediction and s.starts:
         x = _axis_time(s.starts)
         figure = go.Figure()
@@ -314,7 +375,7 @@ def _predictions(figures: _Figures, report: Report) -> str:
                                             line={"color": COLORS[i % len(COLORS)], "dash": "solid"
                                                   if key == "mean" else "dot"}))
             _time_layout(figure, "prediction per time bucket", "prediction", s.width_s)
-        parts.append(figures.add(figure, height=320, css="plot small"))
+        parts.append(figures.add(figure, height=320))
     if not parts:
         return _empty("No prediction was logged over the period.")
     return '<div class="grid">' + "".join(parts) + "</div>"
@@ -327,7 +388,7 @@ def _performance(figures: _Figures, report: Report) -> str:
         return _empty("No performance to show: no feedback was joined and the model gives no probabilities.")
     x = _axis_time(s.starts)
     figure = go.Figure()
-    names = [m for m in ("accuracy", "f1", "roc_auc", "precision", "recall", "mae", "rmse")
+    names = [m for m in ("accuracy", "roc_auc", "mae", "rmse")
              if m in s.realised or f"estimated_{m}" in s.estimated]
     for i, metric in enumerate(names):
         color = COLORS[i % len(COLORS)]
@@ -340,8 +401,10 @@ def _performance(figures: _Figures, report: Report) -> str:
                                         mode="lines", line={"color": color, "dash": "dash"}))
     figure.add_trace(go.Bar(x=x, y=list(s.labelled), name="rows with feedback", yaxis="y2",
                             marker={"color": "#dee2e6"}, opacity=0.6))
-    _time_layout(figure, "realised (solid, from feedback) and estimated (dashed, from the model's probabilities)",
-                 "metric", s.width_s)
+    window = (f"; each point over the trailing buckets holding {s.performance_window_rows}+ labelled rows"
+              if s.performance_window_rows else "")
+    _time_layout(figure, f"realised (solid, from feedback) and estimated (dashed, from the model's probabilities)"
+                         f"{window}", "metric", s.width_s)
     figure.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": {"text": "rows with feedback"},
                                  "showgrid": False, "rangemode": "tozero"})
     return figures.add(figure, height=380)
@@ -365,8 +428,8 @@ def _traffic(figures: _Figures, s: Series) -> str:
         latency.add_trace(go.Scatter(x=x, y=list(values), name=ptext(key), mode="lines+markers",
                                      line={"color": COLORS[i % len(COLORS)]}))
     _time_layout(latency, "request latency percentiles (receive to prediction)", "milliseconds", s.width_s)
-    return ('<div class="grid">' + figures.add(volume, height=320, css="plot small")
-            + figures.add(latency, height=320, css="plot small") + "</div>")
+    return ('<div class="grid">' + figures.add(volume, height=320)
+            + figures.add(latency, height=320) + "</div>")
 
 
 def _features(figures: _Figures, report: Report) -> str:
@@ -374,10 +437,9 @@ def _features(figures: _Figures, report: Report) -> str:
         return ""
     parts = []
     for rank, f in enumerate(report.features[:MAX_FEATURE_PLOTS], 1):
-        title = f"{ptext(f.name)}: PSI {fmt(f.psi)} ({psi_word(f.psi)})"
-        plot = figures.add(_distribution_figure(figures, f.distribution, title), height=300, css="plot small")
+        plot = figures.add(_distribution_figure(figures, f.distribution, dtype=f.dtype), height=300)
         parts.append(f'<div class="feature" id="feature-{rank}"><h3>{rank}. {esc(f.name)} '
-                     f'<small class="{psi_class(f.psi)}">{psi_word(f.psi)}</small></h3>'
+                     f'<small class="{psi_class(f.psi)}">PSI {fmt(f.psi)}: {psi_word(f.psi)}</small></h3>'
                      f"{_figure_table(f)}{plot}</div>")
     more = len(report.features) - MAX_FEATURE_PLOTS
     tail = _empty(f"{more} more feature(s) drift less: see the table above.") if more > 0 else ""
@@ -385,9 +447,15 @@ def _features(figures: _Figures, report: Report) -> str:
             f'<div class="grid" id="features">{"".join(parts)}</div>{tail}')
 
 
+#: The figures a feature's card shows, by kind (the drift table above has them all).
+CARD_FIGURES = {"numeric": ("ks", "null_share", "out_of_range_share"),
+                "categorical": ("chi2", "cramers_v", "unseen_share", "null_share")}
+
+
 def _figure_table(f: FeatureReport) -> str:
-    shown = [(k, v) for k, v in f.figures.items() if isinstance(v, float) and math.isfinite(v)]
+    shown = [(k, f.figures.get(k, math.nan)) for k in CARD_FIGURES.get(f.kind, ())]
     cells = "".join(f"<th>{esc(k)}</th>" for k, _ in shown)
     values = "".join(f'<td class="n">{fmt(v)}</td>' for _, v in shown)
-    return f"<table><tr>{cells}<th>rows</th></tr><tr>{values}<td class=\"n\">{f.rows:,}</td></tr></table>"
+    return (f'<table class="card-figures"><tr>{cells}<th>rows</th></tr><tr>{values}'
+            f'<td class="n">{f.rows:,}</td></tr></table>')
 
