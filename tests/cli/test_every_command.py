@@ -70,6 +70,7 @@ CASES: dict[str, Args] = {
     "predict": lambda w, s: ["churn@production", str(w / "valid.csv"), "-o", str(w / "scores.parquet"),
                              "--workers", "1", "-q", "--log", str(w / "predlog")],
     "feedback": lambda w, s: ["churn", str(_labels(w, s)), "--log", str(w / "predlog")],
+    "monitor": lambda w, s: ["churn@production", "--log", str(w / "predlog"), "-o", str(w / "report.html")],
     "import": lambda w, s: [str(_skops_model(w)), "--name", "imported", "--sample", str(w / "sample.csv")],
     "delete": lambda w, s: ["imported:1.0.0"],
     "token": lambda w, s: ["list"],
@@ -138,6 +139,8 @@ def test_every_command_takes_both_options_after_its_name_and_prints_json(workdir
     assert seen["canary promote"]["state"] == "promoted"  # type: ignore[index]
     assert seen["rollback"]["move"]["to"] == WEAK  # type: ignore[index]
     assert seen["feedback"]["matched_rows"] == 3 and seen["feedback"]["unmatched_labels"] == 0  # type: ignore[index]
+    assert seen["monitor"]["labelled_rows"] == 3 and seen["monitor"]["features"]  # type: ignore[index]
+    assert seen["monitor"]["html"]["bytes"] == (workdir / "report.html").stat().st_size  # type: ignore[index]
 
 
 def test_options_before_and_after_the_command_name(workdir: Path) -> None:

@@ -18,7 +18,7 @@ COMMANDS: dict[str, str] = {
     "alias": "models", "build": "build", "canary": "releases", "delete": "models", "drift": "drift",
     "evaluate": "evaluate",
     "history": "models", "import": "importing", "k8s": "k8s", "loadtest": "loadtest", "locustfile": "loadtest",
-    "feedback": "feedback", "models": "models",
+    "feedback": "feedback", "models": "models", "monitor": "monitor",
     "predict": "batch", "predict-sample": "predict_sample", "promote": "evaluate", "ray": "ray_serve",
     "rollback": "releases", "serve": "serve", "show": "models", "token": "token", "versions": "models",
 }
