@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -45,6 +45,8 @@ from shipml.package.validation import Table
 from shipml.protocol.dataplane import Request
 
 __all__ = ["FeedbackResult", "Monitor", "MonitorCounters"]
+
+_W = TypeVar("_W", LabelWindow, ScoreWindow)
 
 log = logging.getLogger("shipml.monitoring")
 
@@ -132,6 +134,7 @@ class Monitor:
         self._index: OrderedDict[str, tuple[_Chunk, int, int]] = OrderedDict()  # request id -> its rows
         self._index_rows = 0
         self._index_lock = threading.Lock()
+        self._drain_lock = threading.Lock()  # the monitor's thread and catch_up() take batches in one at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_evaluation = 0.0
@@ -196,9 +199,18 @@ class Monitor:
             except Exception:  # the monitor must outlive any bug of its own; the log says what broke
                 log.exception("the monitor failed to process a batch")
 
+    def catch_up(self) -> None:
+        """Take in the batches predicted since the last tick now (before answering feedback or a figure: a label
+        sent right after its prediction finds it)."""
+        self._drain()
+
     def _drain(self) -> None:
         """Take in what gathered since the last tick: per model version, all its batches as one (one window
         update, one log batch: the fixed costs are paid per tick, not per batch)."""
+        with self._drain_lock:
+            self._take_in()
+
+    def _take_in(self) -> None:
         pending, self._pending = self._pending, []
         groups: dict[int, list[_Served]] = {}
         for served in pending:
@@ -378,29 +390,23 @@ class Monitor:
         return drift(watched.reference, counts, min_rows=self.spec.drift.min_rows)
 
     def _labels(self, watched: Watched) -> LabelWindow:
-        labels = watched.labels
-        blobs = list(self._peer_blobs(watched, "labels"))
-        if not blobs:
-            return labels
-        merged: LabelWindow = LabelWindow.from_bytes(labels.to_bytes())
-        for blob in blobs:
-            try:
-                merged.merge(LabelWindow.from_bytes(blob))
-            except ValueError as exc:
-                log.warning("%s: skipping another worker's labels: %s", watched.key, exc)
-        return merged
+        return self._merged(watched, "labels", watched.labels)
 
     def _scores(self, watched: Watched) -> ScoreWindow:
-        scores = watched.scores
-        blobs = list(self._peer_blobs(watched, "scores"))
+        return self._merged(watched, "scores", watched.scores)
+
+    def _merged(self, watched: Watched, name: str, own: _W) -> _W:
+        """``own`` window merged with the same window of the other live workers (``own`` itself when alone)."""
+        blobs = list(self._peer_blobs(watched, name))
         if not blobs:
-            return scores
-        merged: ScoreWindow = ScoreWindow.from_bytes(scores.to_bytes())
+            return own
+        kind = type(own)
+        merged: _W = kind.from_bytes(own.to_bytes())
         for blob in blobs:
             try:
-                merged.merge(ScoreWindow.from_bytes(blob))
+                merged.merge(kind.from_bytes(blob))
             except ValueError as exc:
-                log.warning("%s: skipping another worker's scores: %s", watched.key, exc)
+                log.warning("%s: skipping another worker's %s: %s", watched.key, name, exc)
         return merged
 
     def labelled_rows(self, watched: Watched) -> int:
@@ -417,6 +423,7 @@ class Monitor:
         """Join ground-truth labels to the predictions they are for (of ``models``: the endpoint's), add them to
         each version's labelled window, and store them in the feedback log. Predictions this process holds in
         memory are joined at once; the others are looked up in the prediction log on disk."""
+        self.catch_up()
         now = self.clock()
         by_key = {f"{m.name}:{m.version}": m for m in models}
         hits: dict[str, list[tuple[str, _Chunk, int, int]]] = {}

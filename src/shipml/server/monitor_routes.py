@@ -89,6 +89,7 @@ class MonitorRoutes:
         return http.Reply(200, http.json_bytes(_shape(name, reports, None)))
 
     def _watched(self, ctx: RequestContext, name: str, monitor: Monitor) -> list[Watched]:
+        monitor.catch_up()
         endpoint = self.app.service.endpoint(name)
         runners = _runners(endpoint)
         if runners:
