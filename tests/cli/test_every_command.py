@@ -66,6 +66,7 @@ CASES: dict[str, Args] = {
     "history": lambda w, s: ["churn"],
     "promote": lambda w, s: [f"churn:{GOOD}", "staging", "--data", str(w / "valid.csv"), "--target", TARGET],
     "predict-sample": lambda w, s: ["churn@production", str(w / "valid.csv"), "--limit", "3"],
+    "drift": lambda w, s: ["churn@production", str(w / "valid.csv"), "--predict"],
     "predict": lambda w, s: ["churn@production", str(w / "valid.csv"), "-o", str(w / "scores.parquet"),
                              "--workers", "1", "-q", "--log", str(w / "predlog")],
     "feedback": lambda w, s: ["churn", str(_labels(w, s)), "--log", str(w / "predlog")],

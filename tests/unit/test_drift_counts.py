@@ -191,3 +191,18 @@ def test_a_package_directory_gives_the_same_reference(models: tuple[LoadedModel,
     model = models[0]
     again = Reference.from_manifest(model.manifest, orjson.loads((Path(model.path) / PROFILE).read_bytes()))
     assert again.fingerprint == reference.fingerprint
+
+
+def test_every_single_byte_change_is_refused(models: tuple[LoadedModel, LoadedModel]) -> None:
+    """Header, counts, the predictions' sum: no byte of a blob can change unnoticed (regressor: a sum is kept)."""
+    reference = Reference.from_model(models[1])
+    counts = Counts(reference)
+    rng = np.random.default_rng(5)
+    counts.add({"x1": rng.normal(size=40), "x2": rng.uniform(0, 10, 40)}, rng.normal(5, 2, 40))
+    blob = counts.to_bytes()
+    assert Counts.from_bytes(reference, blob) == counts
+    for at in range(len(blob)):
+        changed = bytearray(blob)
+        changed[at] ^= 0x01
+        with pytest.raises(ValueError, match="drift counts"):
+            Counts.from_bytes(reference, bytes(changed))

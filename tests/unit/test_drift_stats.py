@@ -92,6 +92,15 @@ def test_ks_is_the_gap_at_the_bin_edges() -> None:
     assert report.features[0].ks <= exact + 1e-12  # the binned figure never overstates the exact one
 
 
+def test_ks_leaves_nulls_to_the_null_share() -> None:
+    reference = numeric_reference(np.arange(100.0))
+    counts = Counts(reference)
+    counts.add({"x": np.concatenate([np.arange(100.0), np.full(100, np.nan)])})  # the same values, and nulls
+    figures = drift(reference, counts).features[0]
+    assert figures.ks == 0.0 and figures.null_share == 0.5 and figures.reference_null_share == 0.0
+    assert figures.psi > 1  # while PSI, over every slot, sees the nulls
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(-20, 20), min_size=2, max_size=60), st.lists(st.integers(-25, 25), min_size=1,
                                                                           max_size=60))

@@ -29,6 +29,7 @@ def test_old_slices_leave_the_window(reference: Reference) -> None:
     window.add(columns, predictions, now=1000.0)  # slice [1000, 1010)
     window.add(*batch(3), now=1035.0)  # slice [1030, 1040)
     assert window.counts(1035.0).rows == 8
+    assert window.counts(1005.0).rows == 5  # a look back: the later slice is not in [945, 1005]
     assert window.counts(1069.9).rows == 8  # the first slice still overlaps [1009.9, 1069.9]
     assert window.counts(1070.0).rows == 3  # [1010, 1070]: the first slice has ended before it
     assert window.counts(1100.0).rows == 0

@@ -315,14 +315,32 @@ def _column(feature: FeatureReference, column: Any) -> np.ndarray:
             far = (own < _NS_FIRST) | (own > _NS_LAST)
             return np.where(far, np.datetime64("NaT"), own).astype("datetime64[ns]")
         return _loose(column, float_values=False, datetime=True)
+    if feature.dtype == "bool":
+        if pa.types.is_boolean(kind):
+            return np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
+        return _loose_bools(column)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
-    if feature.dtype == "bool" and pa.types.is_boolean(kind):
         return np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
     try:
         return np.asarray(pc.cast(column, pa.string()).to_numpy(zero_copy_only=False), dtype=object)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return np.asarray(column.to_pylist(), dtype=object)
+
+
+def _loose_bools(column: Any) -> np.ndarray:
+    """A bool column of another type (text in a CSV): true/false spelled as the check accepts them, None for a
+    null, and a value that is neither kept as it is (counted as unseen)."""
+    import pandas as pd
+
+    from shipml.package.signature import ColumnSpec
+    from shipml.package.validation import _coerce
+
+    values = pd.Series(column.to_pylist(), dtype=object)
+    truth, null, bad = _coerce(ColumnSpec(name="value", dtype="bool", pandas_dtype="bool", nullable=True), values)
+    out = truth.astype(object)
+    out[null] = None
+    out[bad] = values.to_numpy(dtype=object)[bad]
+    return out
 
 
 def _loose(column: Any, float_values: bool, datetime: bool = False) -> np.ndarray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,8 +37,10 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from shipml.package.loaded import LoadedModel
+
 __all__ = ["EPSILON", "Counts", "DriftReport", "FeatureDrift", "PredictionDrift", "Window", "chi2_cramers_v",
-           "columns_from_arrow", "drift", "drift_of_table", "ks_binned", "psi"]
+           "columns_from_arrow", "counts_of_files", "drift", "drift_of_table", "ks_binned", "psi"]
 
 EPSILON = 1e-4
 NAN = math.nan
@@ -168,9 +171,8 @@ def drift(reference: Reference, counts: Counts, *, min_rows: int = 1) -> DriftRe
                 for i, f in enumerate(reference.features)]
     order = sorted(range(len(features)), key=lambda i: (math.isnan(features[i].psi), -_or0(features[i].psi), i))
     prediction = None
-    if reference.prediction is not None:
-        predicted = counts.prediction_counts()
-        assert predicted is not None  # a reference with a prediction gives counts with one
+    predicted = counts.prediction_counts()
+    if reference.prediction is not None and predicted is not None:
         prediction = _prediction_drift(reference.prediction, predicted, counts,
                                        counts.prediction_rows >= min_rows and counts.prediction_rows > 0)
     ref_rows = int(reference.features[0].rows) if reference.features else 0
@@ -262,3 +264,53 @@ def table_columns(reference: Reference, table: Any) -> dict[str, np.ndarray]:
     policy = InputPolicy(out_of_range="warn", unseen_category="warn", extra_columns="ignore", max_problems=0)
     columns: Mapping[str, np.ndarray] = check(table, reference.signature, policy).table.columns
     return dict(columns)
+
+
+def counts_of_files(reference: Reference, data: str | Path, *, model: LoadedModel | None = None,
+                    batch_rows: int = 65_536) -> tuple[Counts, int]:
+    """Count the rows of ``data`` (a CSV, Parquet or JSON-lines file, a directory or a glob of them; read in
+    batches of ``batch_rows``: memory stays at about one batch) on ``reference``; with ``model``, also its
+    predictions on the rows that pass its signature check. Returns the counts and how many lines could not be
+    parsed at all (skipped). A missing column or an unreadable file is a SchemaError naming it."""
+    import pyarrow as pa
+
+    from shipml.jobs.sources import file_columns, list_inputs, plan_parts, read_part
+    from shipml.package.loaded import one_line
+
+    counts = Counts(reference)
+    unparsed = 0
+    files = list_inputs(str(data))
+    current = files[0].path
+    try:
+        for file in files:  # before reading any row: a file without a model input is refused by name
+            current = file.path
+            names = file_columns(file)
+            missing = [n for n in reference.signature.names if names is not None and n not in names]
+            if missing:
+                raise SchemaError(f"{file.path.name} has no column {', '.join(map(repr, missing))} (the model"
+                                  f" takes {', '.join(reference.signature.names)})")
+        for part in plan_parts(files, part_rows=1 << 20):
+            current = Path(part.path)
+            got = read_part(part, reference.signature, [], batch_rows)
+            for batch, _positions in got.batches:
+                counts.add(columns_from_arrow(reference, batch), None)
+                if model is not None:
+                    counts.add_predictions(_predictions(model, batch))
+            unparsed += len(got.unparsed)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"cannot read {current.name}: {one_line(exc)}") from exc
+    return counts, unparsed
+
+
+def _predictions(model: LoadedModel, batch: pa.RecordBatch) -> np.ndarray:
+    """The model's predictions on the rows of ``batch`` that pass its signature check (the others are not
+    predicted, as the server would refuse them)."""
+    from shipml.package.validation import InputPolicy
+
+    policy = InputPolicy(out_of_range="warn", unseen_category="warn", extra_columns="ignore", max_problems=0)
+    checked = model.check(batch.to_pandas(), policy)
+    good = np.flatnonzero(~checked.bad_rows)
+    if not len(good):
+        return np.empty(0)
+    table = checked.table if len(good) == checked.table.n_rows else checked.table.take(good)
+    return np.asarray(model.infer(table, proba=False).predictions)

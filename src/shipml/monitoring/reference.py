@@ -24,6 +24,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -326,6 +327,22 @@ class Reference:
             raise ManifestError(f"{manifest.ref} has no reference profile of its training data: drift cannot be"
                                 " measured (save the model again with a training sample)")
         return cls.build(manifest.name, manifest.version, manifest.signature, profile)
+
+    @classmethod
+    def from_package(cls, directory: Path, manifest: Manifest | None = None) -> Reference:
+        """The reference of a package directory, its files checked first (each as its manifest records it)."""
+        from shipml.package.artefacts import verify_integrity
+        from shipml.package.manifest import PROFILE, read_manifest
+
+        manifest = manifest if manifest is not None else read_manifest(directory)
+        if not (directory / PROFILE).is_file():
+            return cls.from_manifest(manifest, None)  # refused, by name
+        verify_integrity(directory, manifest)
+        try:
+            profile = orjson.loads((directory / PROFILE).read_bytes())
+        except orjson.JSONDecodeError:
+            profile = None
+        return cls.from_manifest(manifest, profile)
 
     @classmethod
     def from_model(cls, model: LoadedModel) -> Reference:
