@@ -1,4 +1,5 @@
-"""``shipml feedback NAME FILE --log DIR``: labels that arrive later, in bulk (see :mod:`shipml.monitoring.feedback`)."""
+"""``shipml feedback NAME FILE --log DIR``: labels that arrive later, in bulk
+(see :mod:`shipml.monitoring.feedback`)."""
 
 from __future__ import annotations
 

@@ -265,7 +265,7 @@ def _header(path: Path) -> list[str]:
 def _normalise(table: pa.Table, name: str) -> pa.Table:
     n = table.num_rows
     ids = pc.cast(table.column("request_id"), pa.string())
-    bad_ids = pc.or_(pc.is_null(ids), pc.or_(pc.less(pc.utf8_length(ids), 1),
+    bad_ids = pc.or_kleene(pc.is_null(ids), pc.or_kleene(pc.less(pc.utf8_length(ids), 1),
                                              pc.greater(pc.utf8_length(ids), MAX_ID_CHARS)))
     _refuse(bad_ids, name, "request_id", f"must be 1-{MAX_ID_CHARS} characters")
     target = table.column("target")
@@ -290,13 +290,19 @@ def _normalise(table: pa.Table, name: str) -> pa.Table:
         num = pc.if_else(pc.is_finite(num), num, pa.scalar(math.nan))
     if "row" in table.column_names:
         raw_row = table.column("row")
-        if pa.types.is_string(raw_row.type):
-            whole = pc.match_substring_regex(raw_row, r"^\s*[0-9]{1,9}\s*$")
-            _refuse(pc.and_(pc.invert(whole), pc.is_valid(raw_row)), name, "row", "must be a whole number >= 0")
-            raw_row = pc.cast(pc.utf8_trim_whitespace(raw_row), pa.int64())
+        if pa.types.is_string(raw_row.type):  # "3", or "3.0" as pandas writes a column with a null
+            whole = pc.match_substring_regex(raw_row, r"^\s*[0-9]{1,10}(\.0*)?\s*$")
+            _refuse(pc.and_kleene(pc.invert(whole), pc.is_valid(raw_row)), name, "row", "must be a whole number >= 0")
+            raw_row = pc.cast(pc.utf8_trim_whitespace(raw_row), pa.float64())
+        if pa.types.is_floating(raw_row.type):
+            fraction = pc.not_equal(raw_row, pc.floor(raw_row))
+            _refuse(pc.and_kleene(fraction, pc.is_valid(raw_row)), name, "row", "must be a whole number >= 0")
+            _refuse(pc.and_kleene(pc.invert(pc.is_finite(raw_row)), pc.is_valid(raw_row)), name, "row",
+                    "must be a whole number >= 0")
+            raw_row = pc.cast(raw_row, pa.int64())
         elif not pa.types.is_integer(raw_row.type):
             raise SchemaError(f"{name}: column 'row' must hold whole numbers >= 0, not {raw_row.type}")
-        _refuse(pc.or_(pc.less(raw_row, 0), pc.greater_equal(raw_row, 2**31)), name, "row",
+        _refuse(pc.or_kleene(pc.less(raw_row, 0), pc.greater_equal(raw_row, 2**31)), name, "row",
                 "must be a whole number >= 0")
         rows = pc.cast(raw_row, pa.int32())
     else:
@@ -308,7 +314,7 @@ def _normalise(table: pa.Table, name: str) -> pa.Table:
 
 
 def _refuse(mask: Any, name: str, column: str, message: str) -> None:
-    mask = pc.fill_null(mask, True)
+    mask = pc.fill_null(mask, False)  # a null is judged by its own rule (is_null)
     if not pc.any(mask).as_py():
         return
     rows = np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False)))
@@ -516,14 +522,14 @@ def _coerce(merged: pd.DataFrame, predicted: np.ndarray, classes: list[Any] | No
         text, number, kind = _cells(value)
         known.setdefault(_key(text, number, kind), value)
     uniques = merged[["target", "target_num", "target_kind"]].drop_duplicates()
-    mapped: dict[tuple[Any, Any, Any], tuple[bool, Any]] = {}
+    mapped: dict[tuple[Any, Any], tuple[bool, Any]] = {}  # by (text, kind): the number follows from them
     for text, number, kind in uniques.itertuples(index=False, name=None):
         key = _key(text, number, kind)
         if key in known:
-            mapped[(text, number, kind)] = (True, known[key])
+            mapped[(text, kind)] = (True, known[key])
         else:
-            mapped[(text, number, kind)] = _as_type(text, number, predicted.dtype)
-    keys = list(zip(merged["target"], merged["target_num"], merged["target_kind"], strict=True))
+            mapped[(text, kind)] = _as_type(text, number, predicted.dtype)
+    keys = list(zip(merged["target"], merged["target_kind"], strict=True))
     found = [mapped[k] for k in keys]
     ok = np.fromiter((f[0] for f in found), dtype=bool, count=n)
     values = [f[1] for f in found if f[0]]

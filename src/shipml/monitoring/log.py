@@ -3,8 +3,9 @@
 The dataplane hands each merged batch to :meth:`PredictionLog.submit` as a :class:`LogBatch`. ``submit`` only
 appends it to a bounded in-memory list (a lock and a list append: a few microseconds, never blocking, never
 raising); the log's own daemon thread turns what is waiting into Arrow tables and writes them at each
-``flush_interval_s`` (sooner when a file's worth of rows is waiting). Rows waiting *or being written* count
-towards ``max_queue_rows``, so memory is bounded by it; a batch that would cross it is dropped and counted
+``flush_interval_s`` (sooner when a file's worth of rows is waiting). The rows of batches waiting *or being
+written* count towards ``max_queue_rows`` (every row a batch holds, logged or sampled out), so memory is bounded
+by it; a batch that would cross it is dropped and counted
 (``on_dropped(model, version, rows, "queue_full")``). A file that cannot be written (unwritable directory, disk
 full) drops its rows with reason ``"write_error"``, logs one line per run of failures (not one per batch), and the
 next flush tries again.
@@ -50,7 +51,7 @@ import pyarrow.parquet as pq
 
 from shipml.package.signature import ColumnSpec, Signature, to_jsonable
 
-__all__ = ["LogBatch", "PredictionLog", "batch_table", "class_text", "write_parquet_atomic"]
+__all__ = ["LogBatch", "PredictionLog", "batch_table", "class_text", "group_table", "write_parquet_atomic"]
 
 log = logging.getLogger("shipml.monitoring")
 
@@ -133,7 +134,7 @@ class PredictionLog:
         """Queue ``batch`` for writing; False when it is dropped (queue full, or the log closed). Never blocks on
         I/O and never raises."""
         try:
-            n = batch.n_rows
+            n = len(batch.predictions)  # what the batch holds in memory (its logged rows are at most this)
             with self._lock:
                 if self._closed:
                     reason = "closed"
@@ -146,7 +147,7 @@ class PredictionLog:
                     full = self._queued_rows >= self.max_file_rows
                     reason = ""
             if reason:
-                self._dropped(batch.model, batch.version, n, reason)
+                self._dropped(batch.model, batch.version, batch.n_rows, reason)
                 return False
             if full:
                 self._wake.set()
@@ -207,6 +208,7 @@ class PredictionLog:
             groups.setdefault((b.model, b.version), []).append(b)
         for (model, version), group in groups.items():
             rows = sum(b.n_rows for b in group)
+            held = sum(len(b.predictions) for b in group)
             try:
                 written = self._write_group(model, version, group)
             except Exception as exc:  # disk full, unwritable directory, an odd value: drop, count, go on
@@ -228,16 +230,14 @@ class PredictionLog:
                         log.exception("prediction log: on_written failed")
             finally:
                 with self._done:
-                    self._queued_rows -= rows
+                    self._queued_rows -= held
                     self._handled += len(group)
                     self._done.notify_all()
 
     def _write_group(self, model: str, version: str, group: list[LogBatch]) -> int:
-        tables = [batch_table(b) for b in group]
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
+        table = group_table(group)
+        if not table.num_rows:
             return 0
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
         first = dt.datetime.fromtimestamp(min(b.time for b in group), dt.UTC)
         folder = self.directory / path_component(model) / path_component(version) / first.strftime("%Y-%m-%d")
         folder.mkdir(parents=True, exist_ok=True)
@@ -313,51 +313,117 @@ def class_text(label: Any) -> str:
 
 def batch_table(batch: LogBatch) -> pa.Table:
     """The log rows of one batch (see the module docstring for the columns)."""
-    starts = np.fromiter((s for s, _ in batch.spans), dtype=np.int64, count=len(batch.spans))
-    stops = np.fromiter((e for _, e in batch.spans), dtype=np.int64, count=len(batch.spans))
-    lengths = np.maximum(stops - starts, 0)
-    n = int(lengths.sum())
-    total = len(batch.predictions)
-    contiguous = len(starts) > 0 and starts[0] == 0 and bool(np.all(starts[1:] == stops[:-1])) \
-        and int(stops[-1]) == total
-    request_index = np.repeat(np.arange(len(lengths)), lengths)
-    within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    take = None if contiguous else np.repeat(starts, lengths) + within
-    rows = within if batch.rows is None else np.asarray(batch.rows, dtype=np.int64)
-    if len(rows) != n:
-        raise ValueError(f"LogBatch.rows has {len(rows)} values for {n} logged rows")
+    return group_table([batch])
 
-    def per_request(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
-        if len(values) == 1:
-            return pa.repeat(pa.scalar(values[0], kind), n)
-        return pa.array(np.asarray(values, dtype=object)[request_index], type=kind)
 
-    stamp = np.full(n, round(batch.time * 1_000_000), dtype=np.int64)
-    columns: dict[str, pa.Array] = {
-        "time": pa.array(stamp, type=pa.timestamp("us", tz="UTC")),
-        "request_id": per_request(batch.request_ids, pa.string()),
-        "row": pa.array(rows, type=pa.int32()),
-        "endpoint": per_request(batch.endpoints, pa.string()),
-        "model": pa.repeat(pa.scalar(batch.model, pa.string()), n),
-        "version": pa.repeat(pa.scalar(batch.version, pa.string()), n),
-        "variant": per_request(batch.variants, pa.string()),
-        "latency_ms": pa.array(np.asarray(batch.latency_s, dtype=np.float64)[request_index] * 1000.0),
-    }
-    for spec in batch.signature.inputs:
-        values = np.asarray(batch.inputs[spec.name])
-        columns[INPUT_PREFIX + spec.name] = input_array(values if take is None else values[take], spec)
-    predictions = batch.predictions if take is None else batch.predictions[take]
-    columns["prediction"] = prediction_array(predictions)
-    if batch.probabilities is not None:
-        proba = np.asarray(batch.probabilities, dtype=np.float64)
-        proba = proba.reshape(len(proba), -1) if take is None else proba.reshape(len(proba), -1)[take]
-        classes = list(batch.classes) if batch.classes is not None else list(range(proba.shape[1]))
-        for j, label in enumerate(classes[: proba.shape[1]]):
-            columns[PROBA_PREFIX + class_text(label)] = pa.array(np.ascontiguousarray(proba[:, j]))
-    meta = {b"shipml.model": batch.model.encode("utf-8", "surrogatepass"),
-            b"shipml.version": batch.version.encode("utf-8", "surrogatepass"),
-            b"shipml.signature": batch.signature.model_dump_json().encode()}
-    return pa.table(columns).replace_schema_metadata(meta)
+class _Pieces:
+    """The parts of many batches' log rows, gathered cheaply per batch and joined once (a numpy concatenate per
+    column): the writer's cost per batch is a few list appends, whatever the number of batches per flush."""
+
+    def __init__(self, first: LogBatch) -> None:
+        self.signature = first.signature
+        self.classes = first.classes
+        self.times: list[float] = []
+        self.time_rows: list[int] = []
+        self.request_ids: list[str] = []
+        self.endpoints: list[str] = []
+        self.variants: list[str] = []
+        self.latency: list[float] = []
+        self.request_rows: list[int] = []
+        self.rows: list[np.ndarray] = []
+        self.inputs: dict[str, list[np.ndarray]] = {c.name: [] for c in first.signature.inputs}
+        self.predictions: list[np.ndarray] = []
+        self.probabilities: list[np.ndarray] = []
+
+    def add(self, batch: LogBatch) -> None:
+        total = len(batch.predictions)
+        spans = batch.spans
+        if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == total:  # the usual case: one whole request
+            take = None
+            lengths = [total]
+            within = np.arange(total, dtype=np.int64)
+        else:
+            starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
+            stops = np.fromiter((e for _, e in spans), dtype=np.int64, count=len(spans))
+            counts = np.maximum(stops - starts, 0)
+            n = int(counts.sum())
+            within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+            first_rows = np.repeat(starts, counts) + within
+            whole = n == total and bool(np.all(first_rows == np.arange(total)))
+            take = None if whole else first_rows
+            lengths = counts.tolist()
+        n = int(sum(lengths))
+        if batch.rows is not None:
+            within = np.asarray(batch.rows, dtype=np.int64)
+            if len(within) != n:
+                raise ValueError(f"LogBatch.rows has {len(within)} values for {n} logged rows")
+        self.times.append(batch.time)
+        self.time_rows.append(n)
+        self.request_ids.extend(batch.request_ids)
+        self.endpoints.extend(batch.endpoints)
+        self.variants.extend(batch.variants)
+        self.latency.extend(batch.latency_s)
+        self.request_rows.extend(lengths)
+        self.rows.append(within)
+        for name, parts in self.inputs.items():
+            values = batch.inputs[name]
+            parts.append(values if take is None else np.asarray(values)[take])
+        self.predictions.append(batch.predictions if take is None else batch.predictions[take])
+        if batch.probabilities is not None:
+            proba = np.asarray(batch.probabilities, dtype=np.float64)
+            proba = proba.reshape(len(proba), -1)
+            self.probabilities.append(proba if take is None else proba[take])
+
+    def table(self, model: str, version: str) -> pa.Table:
+        counts = np.asarray(self.request_rows, dtype=np.int64)
+        n = int(counts.sum())
+
+        def per_request(values: list[Any], kind: pa.DataType) -> pa.Array:
+            if len(set(values)) == 1:
+                return pa.repeat(pa.scalar(values[0], kind), n)
+            return pa.array(np.repeat(np.asarray(values, dtype=object), counts), type=kind)
+
+        micros = np.round(np.asarray(self.times, dtype=np.float64) * 1_000_000).astype(np.int64)
+        columns: dict[str, pa.Array] = {
+            "time": pa.array(np.repeat(micros, self.time_rows), type=pa.timestamp("us", tz="UTC")),
+            "request_id": per_request(self.request_ids, pa.string()),
+            "row": pa.array(np.concatenate(self.rows), type=pa.int32()),
+            "endpoint": per_request(self.endpoints, pa.string()),
+            "model": pa.repeat(pa.scalar(model, pa.string()), n),
+            "version": pa.repeat(pa.scalar(version, pa.string()), n),
+            "variant": per_request(self.variants, pa.string()),
+            "latency_ms": pa.array(np.repeat(np.asarray(self.latency, dtype=np.float64) * 1000.0, counts)),
+        }
+        for spec in self.signature.inputs:
+            parts = self.inputs[spec.name]
+            values = parts[0] if len(parts) == 1 else np.concatenate([np.asarray(p) for p in parts])
+            columns[INPUT_PREFIX + spec.name] = input_array(np.asarray(values), spec)
+        predictions = self.predictions[0] if len(self.predictions) == 1 else np.concatenate(self.predictions)
+        columns["prediction"] = prediction_array(predictions)
+        if self.probabilities:
+            proba = self.probabilities[0] if len(self.probabilities) == 1 else np.concatenate(self.probabilities)
+            classes = list(self.classes) if self.classes is not None else list(range(proba.shape[1]))
+            for j, label in enumerate(classes[: proba.shape[1]]):
+                columns[PROBA_PREFIX + class_text(label)] = pa.array(np.ascontiguousarray(proba[:, j]))
+        meta = {b"shipml.model": model.encode("utf-8", "surrogatepass"),
+                b"shipml.version": version.encode("utf-8", "surrogatepass"),
+                b"shipml.signature": self.signature.model_dump_json().encode()}
+        return pa.table(columns).replace_schema_metadata(meta)
+
+
+def group_table(batches: Sequence[LogBatch]) -> pa.Table:
+    """The log rows of batches of one model version, as one table (batches with and without probabilities, or
+    with another signature object, are gathered apart and their tables joined)."""
+    kinds: dict[tuple[int, bool, int], _Pieces] = {}
+    for batch in batches:
+        key = (id(batch.signature), batch.probabilities is None, len(batch.classes or ()))
+        pieces = kinds.get(key)
+        if pieces is None:
+            pieces = kinds[key] = _Pieces(batch)
+        pieces.add(batch)
+    first = batches[0]
+    tables = [p.table(first.model, first.version) for p in kinds.values()]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
 
 
 def input_array(values: np.ndarray, spec: ColumnSpec) -> pa.Array:

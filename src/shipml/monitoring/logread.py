@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shipml.monitoring.log import TEMP_PREFIX
+from shipml.monitoring.log import TEMP_PREFIX, path_component
 
 __all__ = ["FEEDBACK_DIR", "find_predictions", "log_files", "log_models", "read_log", "read_parquet_files"]
 
@@ -28,8 +28,9 @@ log = logging.getLogger("shipml.monitoring")
 FEEDBACK_DIR = "feedback"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _STAMP = re.compile(r"-(\d{8}T\d{6})-")
-#: A row is never written later than this after its time (the writer flushes every few seconds); it bounds how
-#: files are skipped by the time in their name, generously.
+#: The time in a file's name (when it was written, to the second) is never earlier than its rows' times: a file
+#: named more than this before ``since`` holds only older rows and is skipped unread (a generous margin, for clock
+#: steps and rows stamped by another clock).
 _NAME_SLACK_S = 3600.0
 
 Moment = float | dt.datetime
@@ -70,9 +71,9 @@ def log_files(directory: str | Path, *, model: str | None = None, version: str |
     lo = epoch(since) if since is not None else None
     hi = epoch(until) if until is not None else None
     files: list[Path] = []
-    models = [root / model] if model is not None else _visible_dirs(root)
+    models = [root / path_component(model)] if model is not None else _visible_dirs(root)
     for model_dir in models:
-        versions = [model_dir / version] if version is not None else _visible_dirs(model_dir)
+        versions = [model_dir / path_component(version)] if version is not None else _visible_dirs(model_dir)
         for version_dir in versions:
             if version_dir.name == FEEDBACK_DIR:
                 continue
