@@ -93,6 +93,8 @@ def test_realised_degenerate_cases_give_nan_not_exceptions() -> None:
     wrong = realised(["a", "b", "c"], ["b", "c", "a"], None, ["a", "b", "c"], "classification")
     assert wrong["accuracy"] == 0.0 and wrong["f1"] == 0.0 and math.isnan(wrong["roc_auc"])
     assert realised([1.0], [2.0], None, None, "other") == {}
+    with pytest.raises(ValueError, match="must be numbers"):
+        realised(["high", "low"], [1.0, 2.0], None, None, "regression")
     with pytest.raises(ValueError, match="aligned"):
         realised([1, 0], [1], None, [0, 1], "classification")
     with pytest.raises(ValueError, match="do not match"):
@@ -153,11 +155,11 @@ def test_label_window_is_bounded_and_keeps_the_newest_rows_by_time() -> None:
     targets = np.array(list("abababab"), dtype=object)
     window.add(times, targets, targets, np.tile([0.4, 0.6], (8, 1)))
     assert len(window) == 5
-    assert sorted(window._time.tolist()) == [4.0, 7.0, 8.0, 9.0, 10.0]
+    assert sorted(window.times.tolist()) == [4.0, 7.0, 8.0, 9.0, 10.0]
     window.add(0.5, ["a"], ["b"])  # older than everything held: it does not displace a newer row
-    assert sorted(window._time.tolist()) == [4.0, 7.0, 8.0, 9.0, 10.0]
+    assert sorted(window.times.tolist()) == [4.0, 7.0, 8.0, 9.0, 10.0]
     window.add(11.0, ["a"], ["b"])
-    assert sorted(window._time.tolist()) == [7.0, 8.0, 9.0, 10.0, 11.0]
+    assert sorted(window.times.tolist()) == [7.0, 8.0, 9.0, 10.0, 11.0]
 
 
 def test_window_metrics_are_realised_over_the_newest_rows() -> None:
@@ -205,9 +207,9 @@ def test_merge_keeps_the_newest_rows_of_both() -> None:
     theirs = LabelWindow(4, task="classification", classes=[0, 1])
     theirs.add([2.0, 7.0, 8.0], [1, 0, 0], [1, 0, 1], [[0.3, 0.7], [0.8, 0.2], [0.4, 0.6]])
     mine.merge(LabelWindow.from_bytes(theirs.to_bytes()))
-    assert mine._time.tolist() == [5.0, 6.0, 7.0, 8.0]
-    assert mine._columns["targets"].tolist() == [1, 1, 0, 0]
-    assert mine._proba is not None and mine._proba[:, 1].tolist() == [0.8, 0.4, 0.2, 0.6]
+    assert mine.times.tolist() == [5.0, 6.0, 7.0, 8.0]
+    assert mine.columns["targets"].tolist() == [1, 1, 0, 0]
+    assert mine.probabilities is not None and mine.probabilities[:, 1].tolist() == [0.8, 0.4, 0.2, 0.6]
     with pytest.raises(ValueError, match="different models"):
         mine.merge(LabelWindow(4, task="classification", classes=[0, 2]))
     with pytest.raises(ValueError, match="ScoreWindow"):
@@ -234,11 +236,11 @@ def test_window_bytes_round_trip(rows: list[tuple[float, Any, Any]], capacity: i
     again = LabelWindow.from_bytes(window.to_bytes())
     assert (again.capacity, again.task, again.classes, len(again)) == (capacity, "classification", ["x", "y"],
                                                                        len(window))
-    assert again._time.tolist() == window._time.tolist()
-    assert again._columns["targets"].tolist() == window._columns["targets"].tolist()
-    assert again._columns["predictions"].tolist() == window._columns["predictions"].tolist()
-    assert again._proba is not None and window._proba is not None
-    assert again._proba.tolist() == window._proba.tolist()
+    assert again.times.tolist() == window.times.tolist()
+    assert again.columns["targets"].tolist() == window.columns["targets"].tolist()
+    assert again.columns["predictions"].tolist() == window.columns["predictions"].tolist()
+    assert again.probabilities is not None and window.probabilities is not None
+    assert again.probabilities.tolist() == window.probabilities.tolist()
     assert again.to_bytes() == LabelWindow.from_bytes(again.to_bytes()).to_bytes()
 
 
@@ -294,3 +296,11 @@ def test_estimated_roc_auc_is_the_expected_share_of_ordered_pairs(p: list[float]
     proba = np.column_stack([1 - np.array(p), p])
     got = estimated(proba, [0, 1], (np.array(p) > 0.5).astype(int))["estimated_roc_auc"]
     assert got == pytest.approx(num / den if den > 0 else math.nan, nan_ok=True)
+
+
+def test_memory_is_bounded_whatever_the_traffic() -> None:
+    window = ScoreWindow(50, task="classification", classes=["a", "b"])
+    for i in range(5_000):
+        window.add(float(i), ["a", "b"], [[0.9, 0.1], [0.2, 0.8]])
+        assert window._held <= 2 * 50 + 2  # rows held before compaction: at most twice the capacity (+ one add)
+    assert len(window) == 50 and window.times.tolist() == sorted([float(i) for i in range(4_975, 5_000)] * 2)

@@ -34,6 +34,8 @@ def k8s_command(ctx: Context, spec_or_refs: tuple[str, ...], out_dir: str, image
     Deployment (probes, resources, non-root, read-only root filesystem), Service, HorizontalPodAutoscaler,
     PodDisruptionBudget, a ConfigMap holding the spec, and kustomization.yaml: apply with `kubectl apply -k DIR`.
     Models come baked into the image or, with kubernetes.models_from: s3, from a bucket via an init container.
+    With monitoring.alerts in the spec, also prometheus-rules.yaml: the same alert conditions as a PrometheusRule
+    of the Prometheus Operator (not in kustomization.yaml; apply it with kubectl apply -f).
     """
     from shipml.deploy.kubernetes import generate, write_manifests
     from shipml.errors import InvalidNameError

@@ -46,6 +46,9 @@ import yaml
 
 from shipml.deploy.container import TOKENS_MOUNT, ImageOptions, image_ref
 from shipml.deploy.dockerfile import REGISTRY_DIR, UID, check_image_ref, split_image_ref
+from shipml.deploy.prometheus_rules import FILENAME as RULES_FILE
+from shipml.deploy.prometheus_rules import HEADER as RULES_HEADER
+from shipml.deploy.prometheus_rules import prometheus_rules
 from shipml.errors import ConflictError, InvalidNameError, NotFoundError, ShipmlError, SpecError
 from shipml.package.manifest import read_manifest
 from shipml.registry import local
@@ -92,6 +95,9 @@ class Manifests:
     pod_spec: DeploymentSpec
     model_versions: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: written beside the manifests but not listed in kustomization.yaml (prometheus-rules.yaml: its CRD is
+    #: only present where the Prometheus Operator is installed)
+    extra_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def kustomization(self) -> dict[str, Any]:
@@ -103,7 +109,8 @@ class Manifests:
 
     def render(self) -> dict[str, str]:
         """File name → YAML text, kustomization.yaml last."""
-        out = {filename: _header(filename) + _dump(doc) for filename, doc in self.objects.items()}
+        out = {filename: _header(filename) + _dump(doc)
+               for filename, doc in {**self.objects, **self.extra_objects}.items()}
         out[KUSTOMIZATION] = _header(KUSTOMIZATION) + _dump(self.kustomization)
         return out
 
@@ -133,6 +140,8 @@ def _header(filename: str) -> str:
             "then finishes in-flight requests within graceful_timeout_s; terminationGracePeriodSeconds exceeds",
             "both together, so a draining pod is never killed.",
         ]
+    elif filename == RULES_FILE:
+        lines = list(RULES_HEADER)
     return "".join(f"# {line}\n" for line in lines)
 
 
@@ -317,14 +326,19 @@ def generate(spec: DeploymentSpec, *, image: str | None = None, namespace: str |
         "hpa.yaml": _hpa(spec, app, meta(app)),
         "pdb.yaml": _pdb(spec, app, meta(app)),
     }
+    extra = ({RULES_FILE: prometheus_rules(spec, name=app, namespace=ns, labels=labels, refs=refs)}
+             if spec.monitoring.alerts else {})
     return Manifests(name=app, namespace=ns, image=image, objects=objects, pod_spec=inner,
-                     model_versions=versions, notes=tuple(_notes(spec, app, ns)))
+                     model_versions=versions, notes=tuple(_notes(spec, app, ns)), extra_objects=extra)
 
 
 def _notes(spec: DeploymentSpec, app: str, namespace: str | None) -> list[str]:
     """What the user must do besides applying the manifests."""
     ns = f" -n {namespace}" if namespace else ""
     notes = []
+    if spec.monitoring.alerts:
+        notes.append(f"{RULES_FILE} holds Prometheus alerting rules for the spec's alerts; it needs the Prometheus "
+                     f"Operator: kubectl{ns} apply -f {RULES_FILE} (not part of kustomization.yaml)")
     if spec.auth.enabled:
         notes.append(f"auth is on: create the Secret with the token file first: kubectl{ns} create secret generic "
                      f"{app}-tokens --from-file={TOKENS_KEY}=PATH")

@@ -42,9 +42,12 @@ NAN = float("nan")
 
 
 class _PredictionFigures(Protocol):
-    psi: float
-    mean: float
-    shares: Mapping[str, float]
+    @property
+    def psi(self) -> float: ...
+    @property
+    def mean(self) -> float: ...
+    @property
+    def shares(self) -> Mapping[str, float]: ...
 
 
 class DriftFigures(Protocol):

@@ -25,6 +25,7 @@ import math
 import struct
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -79,8 +80,11 @@ def realised(targets: Any, predictions: Any, probabilities: Any, classes: Sequen
 
 
 def _regression(targets: Any, predictions: Any) -> dict[str, float]:
-    t = np.asarray(targets, dtype=np.float64).reshape(-1)
-    p = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    try:
+        t = np.asarray(targets, dtype=np.float64).reshape(-1)
+        p = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a regressor's targets and predictions must be numbers: {exc}") from None
     if len(t) != len(p):
         raise ValueError(f"{len(t)} targets but {len(p)} predictions: they must be aligned row by row")
     if len(t) == 0:
@@ -242,16 +246,35 @@ class _Window:
         self.capacity = capacity
         self.task = task
         self.classes: list[Any] | None = None if classes is None else [to_jsonable(c) for c in classes]
-        self._time = np.empty(0, dtype=np.float64)
-        self._columns: dict[str, np.ndarray] = {name: np.empty(0, dtype=object) for name in self._COLUMNS}
-        self._proba: np.ndarray | None = np.empty((0, len(self.classes or ()))) if self._has_proba else None
+        # rows arrive in chunks (one per add), compacted to the newest ``capacity`` by time once they exceed
+        # twice that: an add costs O(its rows) amortised, memory stays under 2 x capacity rows (+ one chunk)
+        self._chunks: list[_Chunk] = []
+        self._held = 0  # rows in the chunks
+        self._compacted = _Chunk(np.empty(0, dtype=np.float64),
+                                 {name: np.empty(0, dtype=object) for name in self._COLUMNS},
+                                 np.empty((0, len(self.classes or ()))) if self._has_proba else None)
 
     def __len__(self) -> int:
-        return len(self._time)
+        return min(self._held, self.capacity)
 
     @property
     def rows(self) -> int:
-        return len(self._time)
+        return len(self)
+
+    @property
+    def times(self) -> np.ndarray:
+        """Each held row's time, oldest first."""
+        return self._rows().time
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """Each held row's values by column name, oldest first."""
+        return dict(self._rows().columns)
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        """Rows x classes (NaN for rows added without), oldest first; None for a model without classes."""
+        return self._rows().proba
 
     @property
     def _has_proba(self) -> bool:
@@ -279,24 +302,32 @@ class _Window:
             self._append(times, arrays, proba)
 
     def _append(self, times: np.ndarray, arrays: dict[str, np.ndarray], proba: np.ndarray | None) -> None:
-        if not len(self._time):
-            time, columns, probabilities = times, arrays, proba
-        else:
-            time = np.concatenate([self._time, times])
-            columns = {name: _concat(self._columns[name], arrays[name]) for name in self._COLUMNS}
-            probabilities = (None if self._proba is None or proba is None
-                             else np.concatenate([self._proba, proba]))
-        keep = np.argsort(time, kind="stable")[-self.capacity:]  # newest by time; equal times: later added wins
-        self._time = time[keep]
-        self._columns = {name: columns[name][keep] for name in self._COLUMNS}
-        self._proba = None if probabilities is None else probabilities[keep]
+        self._chunks.append(_Chunk(times, arrays, proba))
+        self._held += len(times)
+        if self._held > 2 * self.capacity:
+            self._rows()
+
+    def _rows(self) -> _Chunk:
+        """The newest ``capacity`` rows by time, oldest first (equal times: the later added is newer)."""
+        if self._chunks:
+            parts = [self._compacted, *self._chunks]
+            time = np.concatenate([p.time for p in parts])
+            keep = np.argsort(time, kind="stable")[-self.capacity:]
+            columns = {name: _concat([p.columns[name] for p in parts])[keep] for name in self._COLUMNS}
+            proba = (None if self._compacted.proba is None
+                     else np.concatenate([p.proba for p in parts if p.proba is not None])[keep])
+            self._compacted = _Chunk(time[keep], columns, proba)
+            self._chunks = []
+            self._held = len(keep)
+        return self._compacted
 
     def _newest(self, rows: int | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
             raise ValueError(f"over_rows must be an integer >= 1, not {rows!r}")
-        start = 0 if rows is None else max(len(self._time) - rows, 0)
-        columns = {name: self._columns[name][start:] for name in self._COLUMNS}
-        return columns, None if self._proba is None else self._proba[start:]
+        held = self._rows()
+        start = 0 if rows is None else max(len(held.time) - rows, 0)
+        columns = {name: held.columns[name][start:] for name in self._COLUMNS}
+        return columns, None if held.proba is None else held.proba[start:]
 
     def merge(self, other: _Window) -> None:
         """Add the other window's rows (another worker's), keeping the newest ``capacity`` of both by time."""
@@ -306,15 +337,17 @@ class _Window:
             raise ValueError(f"cannot merge windows of different models: task {other.task!r} classes "
                              f"{other.classes!r} into task {self.task!r} classes {self.classes!r}")
         if len(other):
-            self._add(other._time, dict(other._columns), other._proba)
+            theirs = other._rows()
+            self._add(theirs.time, dict(theirs.columns), theirs.proba)
 
     # -- bytes ---------------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """The window as bytes for another process (:meth:`from_bytes`); checksummed."""
         body = bytearray()
         arrays: dict[str, Any] = {}
-        for name, array in (("time", self._time), *self._columns.items(),
-                            *([("probabilities", self._proba)] if self._proba is not None else [])):
+        held = self._rows()
+        for name, array in (("time", held.time), *held.columns.items(),
+                            *([("probabilities", held.proba)] if held.proba is not None else [])):
             if array.dtype.kind in "fiub":
                 raw = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"))).tobytes()
                 arrays[name] = {"dtype": array.dtype.newbyteorder("<").str, "shape": list(array.shape),
@@ -323,7 +356,7 @@ class _Window:
             else:
                 arrays[name] = {"json": [to_jsonable(v) for v in array.tolist()]}
         header = json.dumps({"kind": self._KIND, "capacity": self.capacity, "task": self.task,
-                             "classes": self.classes, "rows": len(self._time), "arrays": arrays},
+                             "classes": self.classes, "rows": len(held.time), "arrays": arrays},
                             allow_nan=False).encode()
         rest = header + bytes(body)
         return _HEAD.pack(_MAGIC, len(header), zlib.crc32(rest)) + rest
@@ -395,13 +428,20 @@ def _decode_array(name: str, spec: Any, body: bytes) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape).copy()
 
 
-def _concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.dtype == b.dtype:
-        return np.concatenate([a, b])
-    out = np.empty(len(a) + len(b), dtype=object)  # mixed dtypes (e.g. int and str labels): keep each as is
-    out[: len(a)] = a.tolist()
-    out[len(a):] = b.tolist()
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    arrays = [a for a in arrays if len(a)] or arrays[:1]
+    if all(a.dtype == arrays[0].dtype for a in arrays):
+        return np.concatenate(arrays)
+    out = np.empty(sum(len(a) for a in arrays), dtype=object)  # mixed dtypes (int and str labels): keep each
+    out[:] = [v for a in arrays for v in a.tolist()]
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    time: np.ndarray
+    columns: dict[str, np.ndarray]
+    proba: np.ndarray | None
 
 
 class LabelWindow(_Window):
