@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,7 +115,7 @@ class WrittenLog:
     rows: list[int]
     predictions: np.ndarray
     times: np.ndarray
-    labels: dict[tuple[str, int], int]
+    labels: dict[tuple[str, int], Any]
 
 
 def shifted_frame(n: int, seed: int) -> pd.DataFrame:
@@ -129,26 +130,31 @@ def truth(X: pd.DataFrame) -> np.ndarray:
     return ((X["income"].fillna(50_000) > 50_000) ^ (X["state"] == "CA")).astype(int).to_numpy()
 
 
+Rows = Callable[[int, int], pd.DataFrame]  # (rows, seed) -> a frame of model inputs
+
+
 def write_log(model: LoadedModel, directory: Path, *, start: float, hours: int = 12, batches_per_hour: int = 4,
               requests_per_batch: int = 6, rows_per_request: int = 5, labelled_share: float = 0.5,
-              seed: int = 7) -> WrittenLog:
-    """Serve-like batches through a real PredictionLog: training-distribution rows for the first half of the
-    hours, ``income`` shifted in the second half; feedback (the true label) for ``labelled_share`` of the rows
-    through a real FeedbackLog, an hour after each batch."""
+              seed: int = 7, id_prefix: str = "", before: Rows = drift_models.frame, after: Rows = shifted_frame,
+              truth: Callable[[pd.DataFrame], np.ndarray] = truth) -> WrittenLog:
+    """Serve-like batches through a real PredictionLog: ``before`` rows (default: the training distribution of
+    drift_models' classifier) for the first half of the hours, ``after`` rows (default: ``income`` shifted) in
+    the second half; feedback (``truth`` of the rows) for ``labelled_share`` of the rows through a real
+    FeedbackLog, an hour after each batch. Request ids are ``{id_prefix}b{batch}-r{request}``."""
     rng = np.random.default_rng(seed)
     log = PredictionLog(directory, flush_interval_s=0.05, max_file_rows=10_000, max_queue_rows=1_000_000)
     feedback = FeedbackLog(directory)
     frames, ids, rows, predictions, times = [], [], [], [], []
-    labels: dict[tuple[str, int], int] = {}
+    labels: dict[tuple[str, int], Any] = {}
     count = hours * batches_per_hour
     per_batch = requests_per_batch * rows_per_request
     try:
         for b in range(count):
             at = start + b * 3600.0 / batches_per_hour + float(rng.uniform(0, 60))
-            X = (drift_models.frame if b < count // 2 else shifted_frame)(per_batch, seed=1000 + b)
+            X = (before if b < count // 2 else after)(per_batch, 1000 + b)
             checked = model.check(X)
             prediction = model.infer(checked.table)
-            batch_ids = [f"b{b}-r{k}" for k in range(requests_per_batch)]
+            batch_ids = [f"{id_prefix}b{b}-r{k}" for k in range(requests_per_batch)]
             spans = [(k * rows_per_request, (k + 1) * rows_per_request) for k in range(requests_per_batch)]
             assert log.submit(LogBatch(
                 at, model.name, model.version, checked.table.columns, model.signature, prediction.predictions,
@@ -158,8 +164,8 @@ def write_log(model: LoadedModel, directory: Path, *, start: float, hours: int =
             batch_labels = []
             for i in np.flatnonzero(rng.random(per_batch) < labelled_share):
                 rid, row = batch_ids[i // rows_per_request], int(i % rows_per_request)
-                labels[(rid, row)] = int(y[i])
-                batch_labels.append(Label(rid, row, int(y[i])))
+                labels[(rid, row)] = y[i].item()
+                batch_labels.append(Label(rid, row, y[i].item()))
             feedback.append(model.name, batch_labels, at + 3600.0)
             frames.append(X)
             ids += [rid for rid in batch_ids for _ in range(rows_per_request)]

@@ -5,17 +5,21 @@ FeedbackLog and alert events in alerts.jsonl."""
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 
 from shipml.errors import InvalidNameError, NotFoundError
 from shipml.monitoring.alerts import AlertEvent
 from shipml.monitoring.log import path_component
+from shipml.monitoring.logread import read_log
 from shipml.monitoring.performance import realised
 from shipml.monitoring.report import ALERTS_FILE, Report
 from shipml.monitoring.report_collect import PSI_WINDOW_ROWS, bucket_width, collect, monitor, read_alerts, reference_of
@@ -192,3 +196,78 @@ def test_bucket_width_keeps_the_count_bounded() -> None:
 
 def test_read_alerts_without_a_file(tmp_path: Path) -> None:
     assert read_alerts(tmp_path, "churn") == ()
+
+
+# -- several versions, a regressor, bounded reading -----------------------------------------------------------------
+def test_a_plain_name_reports_every_version_and_drift_of_the_newest(tmp_path: Path) -> None:
+    old = drift_models.classifier(tmp_path)
+    new = drift_models.classifier(tmp_path, rows=2000)  # the same name again: the next version
+    assert old.version != new.version
+    start = math.floor(time.time() / HOUR) * HOUR - 10 * HOUR
+    first = write_log(old, tmp_path / "log", start=start, hours=4)
+    second = write_log(new, tmp_path / "log", start=start + 5 * HOUR, hours=4, seed=8, id_prefix="new-")
+    registry = Registry(tmp_path / "registry")
+    both = monitor(registry, "churn", tmp_path / "log")
+    assert both.versions == (old.version, new.version) and both.reference_version == new.version
+    assert both.rows == len(first.frame) + len(second.frame)
+    assert both.drift_rows == len(second.frame)  # drift: the newest version's rows against its own profile
+    assert {v: sum(rows) for v, rows in both.series.rows_by_version.items()} == {
+        old.version: len(first.frame), new.version: len(second.frame)}
+    assert both.labelled_rows == len(first.labels) + len(second.labels)
+    pinned = monitor(registry, f"churn:{old.version}", tmp_path / "log")
+    assert pinned.versions == (old.version,) and pinned.rows == pinned.drift_rows == len(first.frame)
+    assert pinned.labelled_rows == len(first.labels)
+
+
+def report_rows(directory: Path) -> int:
+    return read_log(directory, columns=["row"]).num_rows
+
+
+def shifted_x2(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.uniform(0, 10, n) + 8})
+
+
+def same_x(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.uniform(0, 10, n)})
+
+
+def test_a_regressor_reports_mean_and_errors(tmp_path: Path) -> None:
+    model = drift_models.regressor(tmp_path)
+    start = math.floor(time.time() / HOUR) * HOUR - 8 * HOUR
+    written = write_log(model, tmp_path / "log", start=start, hours=6, before=same_x, after=shifted_x2,
+                        truth=lambda X: (2 * X["x1"] + X["x2"]).to_numpy())
+    assert report_rows(tmp_path / "log") == len(written.frame)
+    report = monitor(Registry(tmp_path / "registry"), "price", tmp_path / "log")
+    assert report.task == "regression" and report.classes is None
+    assert report.features[0].name == "x2" and report.feature("x1").psi < 0.1
+    assert set(report.realised) == {"mae", "rmse"} and report.estimated == {}
+    assert 0 < report.realised["mae"] < 0.5  # the model learnt the rule: small errors
+    assert set(report.series.prediction) == {"mean", "p10", "p90"}
+    means = [m for m in report.series.prediction["mean"] if not math.isnan(m)]
+    assert means[-1] > means[0] + 5  # x2 moved up by 8: so did the prediction
+    assert report.prediction is not None and report.prediction.kind == "numeric" and report.prediction.psi > 0.25
+    assert not any("probabilities" in n for n in report.notes)  # a regressor has none to miss
+    json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_since_does_not_open_older_files(served: tuple[LoadedModel, WrittenLog, Registry], tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged file of an old day, written long ago: read (and warned about) without --since, never opened with
+    it; the report is the same either way."""
+    _model, written, registry = served
+    log = tmp_path / "log"
+    shutil.copytree(written.directory, log)
+    old_day = log / "churn" / registry.get("churn").version / "2020-01-01"
+    old_day.mkdir()
+    (old_day / "part-20200101T000000-1-000001.parquet").write_bytes(b"PAR1 not parquet")
+    reference = reference_of(registry.get("churn"))
+    with caplog.at_level(logging.WARNING, logger="shipml.monitoring"):
+        everything = collect(log, reference)
+    assert "skipped unreadable log file" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="shipml.monitoring"):
+        recent = collect(log, reference, since=written.start)
+    assert caplog.text == ""
+    assert recent.rows == everything.rows == len(written.frame)
