@@ -35,7 +35,14 @@ from shipml.monitoring.counts import Counts, Window
 from shipml.monitoring.drift import DriftReport, drift
 from shipml.monitoring.exchange import Exchange
 from shipml.monitoring.feedback import FeedbackLog, Label, join, labels_table
-from shipml.monitoring.log import PROBA_PREFIX, LogBatch, PredictionLog, class_text, prediction_array
+from shipml.monitoring.log import (
+    PROBA_PREFIX,
+    LogBatch,
+    PredictionLog,
+    class_text,
+    path_component,
+    prediction_array,
+)
 from shipml.monitoring.performance import LabelWindow, ScoreWindow
 from shipml.monitoring.reference import Reference
 from shipml.monitoring.spec import MonitoringSpec
@@ -331,7 +338,7 @@ class Monitor:
         body = event.to_dict()
         log.warning("alert %s %s: %s", body["alert"], body["state"], orjson.dumps(body).decode())
         if self.directory is not None:
-            path = self.directory / str(body["model"]) / "alerts.jsonl"
+            path = self.directory / path_component(str(body["model"])) / "alerts.jsonl"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "ab") as out:
