@@ -100,7 +100,7 @@ class Counts:
                 values = values.astype(np.float64, copy=False)
                 finite = values[np.isfinite(values)]
                 self.prediction_finite += len(finite)
-                with np.errstate(over="ignore"):
+                with np.errstate(over="ignore", invalid="ignore"):  # huge values: an infinite or NaN sum
                     self.prediction_sum += float(finite.sum())
 
     def merge(self, other: Counts) -> None:
