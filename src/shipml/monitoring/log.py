@@ -109,6 +109,9 @@ class PredictionLog:
         self.flush_interval_s = float(flush_interval_s)
         self.max_file_rows = int(max_file_rows)
         self.max_queue_rows = int(max_queue_rows)
+        # the writer starts before the queue is full (a quarter of it), or when a file's rows are there: under
+        # load, waiting for a full queue would drop what comes while it writes
+        self._wake_rows = max(1, min(self.max_file_rows, self.max_queue_rows // 4))
         self._on_written = on_written
         self._on_dropped = on_dropped
         self._lock = threading.Lock()
@@ -144,7 +147,7 @@ class PredictionLog:
                     self._pending.append(batch)
                     self._queued_rows += n
                     self._submitted += 1
-                    full = self._queued_rows >= self.max_file_rows
+                    full = self._queued_rows >= self._wake_rows
                     reason = ""
             if reason:
                 self._dropped(batch.model, batch.version, batch.n_rows, reason)
