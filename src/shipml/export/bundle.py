@@ -37,6 +37,7 @@ from shipml.export.parity import (
     measure,
     prove,
     registered_outputs,
+    with_scale,
 )
 from shipml.package.loaded import LoadedModel, one_line
 
@@ -159,8 +160,9 @@ def export_onnx(model: LoadedModel, out: str | Path, *, quantize: Quantize | Non
             records = golden + drawn_records(model.signature.inputs, rows)
             quantized_report = measure(model, predictor, records, len(golden))
             labels, proba = predictor.run(golden)  # the bundle's golden sample is what it ships
-        golden_doc = {"records": golden, "expected": expected(labels, proba),
-                      "tolerance": TOLERANCE}
+        want = expected(labels, proba)
+        golden_doc = {"records": golden, "expected": want,
+                      "tolerance": with_scale(TOLERANCE, want["predictions"], parity.task)}
         manifest = {"format": "shipml-edge-bundle", "format_version": BUNDLE_FORMAT, "source": model.ref,
                     "family": converted.family, "runtime": model.manifest.runtime.name,
                     "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -5,8 +5,10 @@ its ends exactly), every known category, nulls where the signature allows them. 
 records: the registered one through shipml's own validation and runtime, the export through the bundle's runner
 (the same code as ``predict.py``). Tolerance (:data:`TOLERANCE`): labels exactly; probabilities within
 ``proba_atol`` = 1e-5 (the export computes in 32-bit floats, whose rounding moves a probability by ~1e-7);
-regression values within ``value_atol + value_rtol * |value|`` = 1e-5 + 1e-5 * |value| (32-bit floats keep
-7 significant digits, and a forest's sum of leaves rounds at each of its steps).
+regression values within ``value_atol + value_rtol * max(|value|, value_scale)`` = 1e-5 + 1e-5 * max(|value|,
+largest |prediction| on the golden sample): 32-bit floats keep 7 significant digits of every term the model adds
+up, so a prediction near 0 made of large terms (a linear model, a forest's sum of leaves) is as exact as its terms,
+not as its own size.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class ParityReport:
     label_agreement: float | None = None
     differing: list[dict[str, Any]] = field(default_factory=list)
     n_differing: int = 0
+    task: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"golden_rows": self.golden_rows, "drawn_rows": self.drawn_rows, "tolerance": self.tolerance,
@@ -114,16 +117,24 @@ def expected(labels: np.ndarray, proba: np.ndarray | None) -> dict[str, Any]:
     return out
 
 
+def with_scale(tolerance: dict[str, float], golden_predictions: Sequence[Any], task: str) -> dict[str, float]:
+    """``tolerance`` with ``value_scale``, the largest |prediction| on the golden sample, for a regressor."""
+    if task != "regression":
+        return dict(tolerance)
+    values = [abs(float(v)) for v in golden_predictions if v is not None and math.isfinite(float(v))]
+    return {**tolerance, "value_scale": max(values, default=0.0)}
+
+
 def measure(model: LoadedModel, predictor: Predictor, records: Sequence[dict[str, Any]], golden_rows: int,
             tolerance: dict[str, float] | None = None) -> ParityReport:
     """Compare both models on ``records`` (the first ``golden_rows`` are the golden sample)."""
-    tolerance = dict(tolerance or TOLERANCE)
     labels, proba = registered_outputs(model, records)
     want = expected(labels, proba)
+    tolerance = dict(tolerance or with_scale(TOLERANCE, want["predictions"][:golden_rows], predictor.task))
     got_labels, got_proba = predictor.run(records)
     task = predictor.task
     bad = compare(got_labels, got_proba, want, task, tolerance)
-    report = ParityReport(golden_rows, len(records) - golden_rows, tolerance, n_differing=len(bad))
+    report = ParityReport(golden_rows, len(records) - golden_rows, tolerance, n_differing=len(bad), task=task)
     if got_proba is not None and proba is not None and proba.shape == got_proba.shape and len(proba):
         report.max_proba_diff = float(np.max(np.abs(proba - got_proba)))
     if task == "regression" and len(records):

@@ -228,7 +228,8 @@ class Predictor:
 def compare(labels: np.ndarray, proba: np.ndarray | None, expected: dict[str, Any], task: str,
             tolerance: dict[str, float]) -> list[int]:
     """Rows whose outputs differ from ``expected`` (``predictions``, maybe ``probabilities``) beyond tolerance:
-    labels exactly; probabilities within ``proba_atol``; values within ``value_atol + value_rtol * |expected|``."""
+    labels exactly; probabilities within ``proba_atol``; values within ``value_atol + value_rtol * max(|expected|,
+    value_scale)``."""
     want = expected["predictions"]
     n = len(want)
     if len(labels) != n:
@@ -237,7 +238,8 @@ def compare(labels: np.ndarray, proba: np.ndarray | None, expected: dict[str, An
     if task == "regression":
         got = np.asarray(labels, dtype=np.float64)
         ref = np.asarray([math.nan if v is None else v for v in want], dtype=np.float64)
-        close = np.abs(got - ref) <= tolerance["value_atol"] + tolerance["value_rtol"] * np.abs(ref)
+        scale = np.maximum(np.abs(ref), float(tolerance.get("value_scale", 0.0)))
+        close = np.abs(got - ref) <= tolerance["value_atol"] + tolerance["value_rtol"] * scale
         bad |= ~(close | (np.isnan(got) & np.isnan(ref)))
     else:
         bad |= np.asarray([g != w for g, w in zip(labels.tolist(), want, strict=True)], dtype=bool)
