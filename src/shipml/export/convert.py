@@ -44,12 +44,12 @@ def convert(model: LoadedModel) -> Converted:
     """``model`` (loaded from the registry) as ONNX, with the feeding plan; UnsupportedModelError naming the
     step and estimator that cannot be converted."""
     runtime = model.manifest.runtime.name
-    if runtime not in FAMILIES:
-        raise refuse(model.ref, f"its runtime is {runtime!r}; shipml exports {', '.join(FAMILIES)} models"
-                     + (" (a pyfunc model is Python code, which ONNX cannot hold)" if runtime == "pyfunc" else ""))
     datetimes = [c.name for c in model.signature.inputs if c.dtype == "datetime"]
     if datetimes:
         raise refuse(model.ref, f"datetime inputs {datetimes} have no ONNX tensor type; give the model numbers")
+    if runtime not in FAMILIES:
+        raise refuse(model.ref, f"its runtime is {runtime!r}; shipml exports {', '.join(FAMILIES)} models"
+                     + (" (a pyfunc model is Python code, which ONNX cannot hold)" if runtime == "pyfunc" else ""))
     if model.signature.outputs.task not in ("classification", "regression"):
         raise refuse(model.ref, f"its task is {model.signature.outputs.task!r}; shipml exports classifiers"
                      " and regressors")

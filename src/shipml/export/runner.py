@@ -154,7 +154,10 @@ class Columns:
             elif isinstance(v, bool) or not isinstance(v, int | float):
                 raise InputError(f"record {i}: field {name!r} must be a number, not {_kind(v)} {_show(v)}")
             else:
-                number = float(v)
+                try:
+                    number = float(v)
+                except OverflowError:  # an integer beyond any float
+                    number = math.inf
                 if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
                     raise InputError(f"record {i}: field {name!r} is {_show(v)}, beyond what a 32-bit float holds")
                 if dtype == "int" and (number != math.floor(number) or abs(number) > INT_LIMIT):
