@@ -29,8 +29,9 @@ def _parity_line(parity: dict[str, Any]) -> str:
 
 @click.command("export")
 @click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
-              help="onnx: model.onnx with a runner needing only onnxruntime and numpy.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "compiled"]), default="onnx", show_default=True,
+              help="onnx: model.onnx with a runner needing only onnxruntime and numpy; compiled: a LightGBM"
+              " model as a native library (model.so) with a C header (model.h).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Bundle directory to create (must not exist, or be empty).")
 @click.option("--quantize", type=click.Choice(["int8", "float16"]),
@@ -46,9 +47,22 @@ def export_command(obj: Context, *, ref: str, fmt: str, output: Path, quantize: 
     A model that cannot be converted is refused with the step and estimator that stop it; an export whose
     outputs differ is refused with the rows that differ. Prints the bundle's size and its runner's per-row
     latency."""
-    from shipml.export import export_onnx
+    from shipml.errors import ShipmlError
+    from shipml.export import export_compiled, export_onnx
 
+    if fmt == "compiled" and quantize is not None:
+        raise ShipmlError("--quantize applies to --format onnx; a compiled library computes in doubles")
     model = load_model(ref, registry=obj.registry())
+    if fmt == "compiled":
+        compiled = export_compiled(model, output, rows=rows)
+        if obj.as_json:
+            emit_json({"ref": model.ref, "format": fmt, **compiled.to_dict()})
+            return
+        click.echo(f"exported {model.ref} as a compiled library to {compiled.directory} (model.so, model.h)")
+        click.echo(f"parity: {compiled.rows_compared} rows, max difference {compiled.max_diff:.2g}"
+                   f" (atol {compiled.to_dict()['parity']['atol']:g})")
+        click.echo(f"bundle size: {_size(compiled.size_bytes)} ({compiled.size_bytes} bytes)")
+        return
     result = export_onnx(model, output, quantize=quantize, rows=rows)  # type: ignore[arg-type]
     if obj.as_json:
         emit_json({"ref": model.ref, "format": fmt, **result.to_dict()})

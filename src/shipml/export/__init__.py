@@ -5,6 +5,17 @@ the registered model proved (:func:`export_onnx`); and a LightGBM model as a nat
 from __future__ import annotations
 
 from shipml.export.bundle import ExportResult, Quantize, export_onnx, json_schema
+from shipml.export.compiled import CompiledResult, export_compiled
 from shipml.export.parity import TOLERANCE, ParityError, ParityReport
 
-__all__ = ["TOLERANCE", "ExportResult", "ParityError", "ParityReport", "Quantize", "export_onnx", "json_schema"]
+__all__ = [
+    "TOLERANCE",
+    "CompiledResult",
+    "ExportResult",
+    "ParityError",
+    "ParityReport",
+    "Quantize",
+    "export_compiled",
+    "export_onnx",
+    "json_schema",
+]

@@ -129,7 +129,7 @@ def _files(directory: Path, model_bytes: bytes, spec: dict[str, Any], schema: di
     (directory / runner.MANIFEST).write_text(json.dumps({**manifest, "files": hashes}, indent=1), encoding="utf-8")
 
 
-def _destination(out: Path) -> None:
+def check_destination(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConflictError(f"{out} exists and is not an empty directory; choose a new one")
 
@@ -143,7 +143,7 @@ def export_onnx(model: LoadedModel, out: str | Path, *, quantize: Quantize | Non
     float model must pass; the quantised one's parity is measured and reported, and its golden file states
     what the quantised model gives, so the runner checks the bundle it ships."""
     out = Path(out)
-    _destination(out)
+    check_destination(out)
     converted = convert(model)
     data = _with_metadata(converted, model)
     spec = converted.spec

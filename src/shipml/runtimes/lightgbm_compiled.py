@@ -188,6 +188,7 @@ class CompiledLightGBM:
         self._zero_missing = list(facts.zero_missing_columns)
         self.num_feature = facts.num_feature
         self.num_class = facts.num_class
+        self.zero_missing_columns = facts.zero_missing_columns
         self.path = path
 
     def predict(self, X: np.ndarray) -> np.ndarray:
