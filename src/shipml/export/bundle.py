@@ -16,6 +16,7 @@ leaves nothing behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -104,6 +105,8 @@ def _with_metadata(converted: Converted, model: LoadedModel) -> bytes:
 def quantized(data: bytes, how: Quantize, work: Path) -> bytes:
     """``data`` quantised by onnxruntime: int8 weights (dynamic quantisation of MatMul/Gemm) or float16."""
     onnx = import_optional("onnx", "export")
+    muted = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # onnxruntime's quantiser advises on the root logger at every call
     try:
         if how == "int8":
             quantization = import_optional("onnxruntime.quantization", "export")
@@ -117,6 +120,8 @@ def quantized(data: bytes, how: Quantize, work: Path) -> bytes:
         return result
     except Exception as exc:  # the quantisers' own errors: translated here
         raise UnsupportedModelError(f"onnxruntime cannot quantise this model to {how}: {one_line(exc)}") from exc
+    finally:
+        logging.disable(muted)
 
 
 def _files(directory: Path, model_bytes: bytes, spec: dict[str, Any], schema: dict[str, Any],
@@ -156,7 +161,7 @@ def export_onnx(model: LoadedModel, out: str | Path, *, quantize: Quantize | Non
     try:
         if quantize is not None:
             data = quantized(data, quantize, work)
-            predictor = _predictor(data, spec)
+            predictor = _predictor(data, spec, f"quantised to {quantize}")
             records = golden + drawn_records(model.signature.inputs, rows)
             quantized_report = measure(model, predictor, records, len(golden))
             labels, proba = predictor.run(golden)  # the bundle's golden sample is what it ships
@@ -182,9 +187,9 @@ def export_onnx(model: LoadedModel, out: str | Path, *, quantize: Quantize | Non
     return ExportResult(out, converted.family, size, us_per_row, parity, quantize, quantized_report)
 
 
-def _predictor(data: bytes, spec: dict[str, Any]) -> runner.Predictor:
+def _predictor(data: bytes, spec: dict[str, Any], what: str = "converted") -> runner.Predictor:
     try:
         return runner.Predictor(data, spec)
-    except Exception as exc:  # onnxruntime refusing what the converter made
-        raise UnsupportedModelError(f"onnxruntime cannot load the converted model: {one_line(exc)}") from exc
+    except Exception as exc:  # onnxruntime refusing what the converter (or quantiser) made
+        raise UnsupportedModelError(f"onnxruntime cannot run the model {what}: {one_line(exc)}") from exc
 
