@@ -69,6 +69,28 @@ def test_bad_input_is_refused_with_what_is_wrong(bundles: dict[str, Path], text:
     assert err.count("\n") == 1
 
 
+MIXED_COLUMNS = {"None": "tenure", "'1'": "age", "True": "income", "1e+39": "income", "10**400": "age",
+                 "0.5": "age", "'XX'": "state", "[]": "plan", "{}": "plan"}
+
+
+@pytest.mark.parametrize("name", [MIXED, "lgb_binary", "sk_logistic_matrix"])
+@pytest.mark.parametrize("bad", [None, "1", True, 1e39, 10**400, 0.5, "XX", [], {}], ids=repr)
+def test_a_bad_value_among_many_records_is_named(bundles: dict[str, Path], name: str, bad: Any) -> None:
+    """Many records are checked a column (or a matrix) at a time; a bad value still gets the per-value message."""
+    bundle = bundles[name]
+    records = _valid(bundle)[:20]
+    shown = "10**400" if bad == 10**400 else repr(bad)
+    column = MIXED_COLUMNS[shown] if name == MIXED else next(iter(records[0]))
+    alone = _run(bundle, json.dumps([{**records[13], column: bad}]))
+    records[13] = {**records[13], column: bad}
+    code, out, err = _run(bundle, json.dumps(records))
+    if alone[0] == 0:  # a value this column takes (a whole number, a null where nulls are allowed)
+        assert code == 0 and len(out.splitlines()) == 20
+        return
+    assert code == runner.EXIT_BAD_INPUT and out == "", err
+    assert err == alone[2].replace("record 0", "record 13"), (err, alone[2])
+
+
 def test_a_changed_file_is_refused_before_any_prediction(bundles: dict[str, Path], tmp_path: Path) -> None:
     bundle = shutil.copytree(bundles[MIXED], tmp_path / "b")
     data = bytearray((bundle / "model.onnx").read_bytes())
@@ -131,14 +153,16 @@ def _representable(value: Any, integer: bool) -> bool:
         return False
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_records_give_predictions_or_one_clear_error(bundles: dict[str, Path], data: st.DataObject) -> None:
     """Agrees with the bundle's own JSON Schema: what it accepts the schema admits, and what the schema admits
     (numbers a 32-bit float holds) it accepts."""
-    bundle = bundles[MIXED]
+    bundle = bundles[data.draw(st.sampled_from([MIXED, "lgb_binary", "xgb_regressor"]))]
     schema = json.loads((bundle / "signature.json").read_text())
     rows = data.draw(records(_valid(bundle)))
+    if data.draw(st.booleans()):  # enough records for the vectorised checks
+        rows += _valid(bundle)[: runner.FAST_ROWS]
     text = json.dumps(rows) if all(_finite(r) for r in rows) else json.dumps(rows, allow_nan=True)
     code, out, err = _run(bundle, text)
     assert "Traceback" not in err

@@ -33,6 +33,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 INT_LIMIT = 2.0**53  # integers beyond this are not exact as JSON numbers read into a float
 FEED_TYPES: dict[str, Any] = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                               "tensor(int64)": np.int64, "tensor(string)": object}
+FAST_ROWS = 8  # from this many records on, values are checked a column or a matrix at a time
 EXIT_BAD_INPUT = 2
 EXIT_BAD_BUNDLE = 3
 
@@ -104,11 +105,31 @@ class Columns:
         self._known = set(self.names)
         self._categories = {c["name"]: set(c["categories"]) for c in self.columns
                             if c["dtype"] == "string" and c.get("categories") is not None}
+        self._plan = [(c["name"], c["dtype"], bool(c.get("nullable"))) for c in self.columns]
+        self._plain_floats = all(c["dtype"] == "float" for c in self.columns)
+        self._has_bool = any(c["dtype"] == "bool" for c in self.columns)
+        self._nullable = np.array([bool(c.get("nullable")) for c in self.columns], dtype=bool)
+        self._ints = np.array([c["dtype"] == "int" for c in self.columns], dtype=bool)
+
+    def encode(self, records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """The model's feeds for ``records``; InputError naming the record, field and rule of a bad value."""
+        self._check_fields(records)
+        if self.layout == "matrix":
+            matrix = self._fast_matrix(records) if len(records) >= FAST_ROWS else self._small_matrix(records)
+            if matrix is not None:
+                only = self.inputs[0]
+                return {only["name"]: matrix.astype(FEED_TYPES[only["type"]], copy=False)}
+        return self.feeds(self._columns(records))
 
     def values(self, records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
         """One array per column: float64 (NaN for null) for numbers and booleans, object for strings."""
-        out: dict[str, np.ndarray] = {}
+        self._check_fields(records)
+        return self._columns(records)
+
+    def _check_fields(self, records: Sequence[dict[str, Any]]) -> None:
         for i, record in enumerate(records):
+            if record.keys() == self._known:
+                continue
             extra = [k for k in record if k not in self._known]
             if extra:
                 raise InputError(f"record {i}: unknown field(s) {', '.join(map(repr, sorted(extra)[:5]))};"
@@ -117,6 +138,9 @@ class Columns:
             if missing:
                 raise InputError(f"record {i}: missing field(s) {', '.join(map(repr, missing[:5]))}"
                                  " (give null for a missing value where the signature allows it)")
+
+    def _columns(self, records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
         for column in self.columns:
             name = column["name"]
             raw = [record[name] for record in records]
@@ -124,6 +148,98 @@ class Columns:
         return out
 
     def _column(self, column: dict[str, Any], raw: list[Any]) -> np.ndarray:
+        """The column's values; whole columns of plain values take a vectorised path, anything else (and any
+        column the vectorised checks doubt) the per-value path, which names the first bad value."""
+        fast = self._fast(column, raw) if len(raw) >= FAST_ROWS else None
+        return fast if fast is not None else self._checked(column, raw)
+
+    def _small_matrix(self, records: Sequence[dict[str, Any]]) -> np.ndarray | None:
+        """A few all-numeric records as one float64 matrix, checked value by value in plain Python (cheaper than
+        numpy's per-call cost for a row or two); None when a value needs the per-value path's message."""
+        if self._plain_floats:  # float columns only: every value a number within float32's range
+            flat = [record[n] for record in records for n in self.names]
+            if set(map(type, flat)) <= {int, float} and all(-FLOAT32_MAX <= v <= FLOAT32_MAX for v in flat):
+                return np.array(flat, dtype=np.float64).reshape(len(records), len(self.names))
+        rows = []
+        for record in records:
+            row = []
+            for name, kind, nullable in self._plan:
+                v = record[name]
+                t = type(v)
+                if t is bool:
+                    if kind != "bool":
+                        return None
+                    row.append(1.0 if v else 0.0)
+                elif t is int or t is float:
+                    if kind == "bool" or not -FLOAT32_MAX <= v <= FLOAT32_MAX:  # NaN fails the comparison too
+                        return None
+                    if kind == "int" and (v > INT_LIMIT or v < -INT_LIMIT or (t is float and not v.is_integer())):
+                        return None
+                    row.append(v)
+                elif v is None and nullable:
+                    row.append(math.nan)
+                else:
+                    return None
+            rows.append(row)
+        return np.array(rows, dtype=np.float64)
+
+    def _fast_matrix(self, records: Sequence[dict[str, Any]]) -> np.ndarray | None:
+        """All-numeric records as one float64 matrix, checked at once; None when any value needs the per-value
+        path (a boolean column, a type other than int/float/null, a value the checks doubt)."""
+        if self._has_bool:
+            return None
+        kinds = {type(v) for record in records for v in record.values()}
+        if not kinds <= {int, float, type(None)}:
+            return None
+        try:
+            matrix = np.array([[record[n] for n in self.names] for record in records], dtype=np.float64)
+        except OverflowError:
+            return None
+        finite = np.isfinite(matrix)
+        if not finite.all() and (type(None) not in kinds or np.isinf(matrix).any()
+                                 or (~finite[:, ~self._nullable]).any()):
+            return None
+        magnitude = np.abs(np.where(finite, matrix, 0.0))
+        if (magnitude > FLOAT32_MAX).any():
+            return None
+        if self._ints.any():
+            ints = np.where(finite, matrix, 0.0)[:, self._ints]
+            if (np.abs(ints) > INT_LIMIT).any() or (ints != np.floor(ints)).any():
+                return None
+        return matrix
+
+    def _fast(self, column: dict[str, Any], raw: list[Any]) -> np.ndarray | None:
+        dtype, nullable = column["dtype"], bool(column.get("nullable"))
+        kinds = set(map(type, raw))
+        if type(None) in kinds:
+            if not nullable:
+                return None
+            kinds.discard(type(None))
+        if dtype == "string":
+            allowed = self._categories.get(column["name"])
+            present = [v for v in raw if v is not None] if nullable else raw
+            if not kinds <= {str} or (allowed is not None and not allowed.issuperset(present)):
+                return None
+            if len(present) != len(raw):
+                raw = [self.null_string if v is None else v for v in raw]
+            return np.array(raw, dtype=object)
+        if not kinds <= ({bool} if dtype == "bool" else {int, float}):
+            return None
+        try:
+            numbers = np.array(raw, dtype=np.float64)  # None becomes NaN
+        except OverflowError:  # an integer beyond any float: the per-value path says which
+            return None
+        finite = np.isfinite(numbers)
+        if not finite.all() and (kinds & {float} or not nullable):
+            return None  # NaN or infinity given as a float (not as null): refused by the per-value path
+        magnitude = np.abs(numbers[finite])
+        if (magnitude > FLOAT32_MAX).any():
+            return None
+        if dtype == "int" and ((magnitude > INT_LIMIT).any() or (numbers[finite] != np.floor(numbers[finite])).any()):
+            return None
+        return numbers
+
+    def _checked(self, column: dict[str, Any], raw: list[Any]) -> np.ndarray:
         name, dtype, nullable = column["name"], column["dtype"], bool(column.get("nullable"))
         if dtype == "string":
             values = np.empty(len(raw), dtype=object)
@@ -170,11 +286,8 @@ class Columns:
             only = self.inputs[0]
             matrix = np.column_stack([values[n] for n in self.names]) if self.names else np.empty((0, 0))
             return {only["name"]: matrix.astype(FEED_TYPES[only["type"]])}
-        feeds = {}
-        for item in self.inputs:
-            column = values[item["column"]]
-            feeds[item["name"]] = column.astype(FEED_TYPES[item["type"]]).reshape(-1, 1)
-        return feeds
+        return {item["name"]: values[item["column"]].astype(FEED_TYPES[item["type"]], copy=False).reshape(-1, 1)
+                for item in self.inputs}
 
 
 class Predictor:
@@ -196,22 +309,24 @@ class Predictor:
         self._label: str | None = outputs.get("label")
         self._proba: str | None = outputs.get("probabilities")
         self._value: str | None = outputs.get("value")
+        if self.labels_from != "onnx":
+            self._label = None  # labels come from the probabilities: the model's own label output is not read
         self._wanted = [n for n in (self._label, self._proba, self._value) if n is not None]
         self._class_array = np.asarray(self.classes, dtype=object) if self.classes is not None else None
+        self._class_names = [str(c) for c in self.classes or []]
 
     def run(self, records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.run_values(self.columns.values(records), len(records))
-
-    def run_values(self, values: dict[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        n = len(records)
         if n == 0:
             width = len(self.classes) if self.classes is not None and self._proba else 0
             return np.empty(0, dtype=object), (np.empty((0, width)) if self._proba else None)
-        got = dict(zip(self._wanted, self.session.run(self._wanted, self.columns.feeds(values)), strict=True))
+        got = self.session.run(self._wanted, self.columns.encode(records))
         if self._value is not None:
-            return np.asarray(got[self._value], dtype=np.float64).reshape(n, -1)[:, 0], None
-        proba = np.asarray(got[self._proba], dtype=np.float64).reshape(n, -1) if self._proba else None
+            return np.asarray(got[0], dtype=np.float64).reshape(n, -1)[:, 0], None
+        proba = np.asarray(got[self._wanted.index(self._proba)], dtype=np.float64).reshape(n, -1) \
+            if self._proba else None
         if self.labels_from == "onnx" and self._label is not None:
-            labels = np.asarray(got[self._label]).reshape(n)
+            labels = np.asarray(got[self._wanted.index(self._label)]).reshape(n)
         elif proba is not None and self._class_array is not None:
             labels = self._class_array[np.argmax(proba, axis=1)]
         else:  # pragma: no cover - the exporter writes one of the two
@@ -219,13 +334,11 @@ class Predictor:
         return labels, proba
 
     def records(self, labels: np.ndarray, proba: np.ndarray | None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for i, label in enumerate(labels.tolist()):
-            row: dict[str, Any] = {"prediction": label}
-            if proba is not None and self.classes is not None:
-                row["probabilities"] = {str(c): float(p) for c, p in zip(self.classes, proba[i], strict=True)}
-            out.append(row)
-        return out
+        if proba is None or self.classes is None:
+            return [{"prediction": label} for label in labels.tolist()]
+        names = self._class_names
+        return [{"prediction": label, "probabilities": dict(zip(names, p, strict=True))}
+                for label, p in zip(labels.tolist(), proba.tolist(), strict=True)]
 
 
 def compare(labels: np.ndarray, proba: np.ndarray | None, expected: dict[str, Any], task: str,
