@@ -175,7 +175,7 @@ def export_compiled(model: LoadedModel, out: str | Path, *, rows: int = DRAWN_RO
                 "task": model.signature.outputs.task, "num_outputs": outputs,
                 "objective": model.manifest.runtime.info.get("objective"),
                 "zero_missing_columns": list(compiled.zero_missing_columns),
-                "cpu": lc._host_cpu(), "compiler": dict(zip(("lleaves", "llvmlite"), lc._versions(), strict=True)),
+                "compiled_for": lc.compiler_facts(),
             }, indent=1), encoding="utf-8")
             diff = float(np.nanmax(np.abs(got - want))) if got.size else 0.0
             hashes = {p.name: sha256_bytes(p.read_bytes()) for p in sorted(target.iterdir())}
