@@ -61,6 +61,7 @@ CASES: dict[str, Args] = {
     "models": lambda w, s: [],
     "versions": lambda w, s: ["churn"],
     "show": lambda w, s: [f"churn:{GOOD}"],
+    "export": lambda w, s: [f"churn:{GOOD}", "-o", str(w / "bundle"), "--rows", "200"],
     "evaluate": lambda w, s: [f"churn:{GOOD}", "--data", str(w / "valid.csv"), "--target", TARGET],
     "alias": lambda w, s: ["churn", "production", WEAK],
     "history": lambda w, s: ["churn"],
@@ -135,6 +136,7 @@ def test_every_command_takes_both_options_after_its_name_and_prints_json(workdir
     assert seen["show"]["manifest"]["version"] == GOOD  # type: ignore[index]
     assert seen["serve"]["endpoints"][0]["models"] == ["churn@production"]  # type: ignore[index]
     assert seen["build"]["context"] == str(workdir / "context")  # type: ignore[index]
+    assert seen["export"]["parity"]["rows_differing"] == 0 and seen["export"]["size_bytes"] > 0  # type: ignore[index]
     assert seen["canary start"]["version"] == GOOD and seen["canary abort"]["state"] == "aborted"  # type: ignore[index]
     assert seen["canary promote"]["state"] == "promoted"  # type: ignore[index]
     assert seen["rollback"]["move"]["to"] == WEAK  # type: ignore[index]

@@ -91,6 +91,12 @@ def _versions() -> tuple[str, str]:
     return importlib.metadata.version("lleaves"), importlib.metadata.version("llvmlite")
 
 
+def compiler_facts() -> dict[str, str]:
+    """What a compiled library depends on besides the model: lleaves and llvmlite versions, and the host CPU."""
+    lleaves, llvmlite = _versions()
+    return {"lleaves": lleaves, "llvmlite": llvmlite, "machine": platform.machine(), "cpu": _host_cpu()}
+
+
 def _host_cpu() -> str:
     """This CPU's model and instruction-set flags, as the OS reports them (no LLVM needed)."""
     try:
@@ -188,6 +194,7 @@ class CompiledLightGBM:
         self._zero_missing = list(facts.zero_missing_columns)
         self.num_feature = facts.num_feature
         self.num_class = facts.num_class
+        self.zero_missing_columns = facts.zero_missing_columns
         self.path = path
 
     def predict(self, X: np.ndarray) -> np.ndarray:
