@@ -18,9 +18,10 @@ def registry(tmp_path: Path) -> shipml.Registry:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compile_cache: Path) -> None:
-    """No test ever touches the user's ~/.shipml, nor their cache of compiled models."""
+    """No test ever touches the user's ~/.shipml, nor their caches (compiled models, object registries)."""
     monkeypatch.setenv("SHIPML_HOME", str(tmp_path / "home-registry"))
     monkeypatch.setenv("SHIPML_COMPILE_CACHE", str(compile_cache))
+    monkeypatch.setenv("SHIPML_CACHE", str(tmp_path / "shipml-cache"))
 
 
 @pytest.fixture(scope="session")

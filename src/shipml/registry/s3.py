@@ -176,8 +176,9 @@ class S3Store:
             Bucket=self.location.bucket, Key=self._key(key), Body=data, ChecksumSHA256=_sha256_b64(data)))
 
     def upload(self, key: str, path: Path) -> None:
-        self._call("uploading", key, lambda: self._client.upload_file(str(path), self.location.bucket,
-                                                                        self._key(key)))
+        # the store verifies the SHA-256 of what arrives (of every part, for a multipart upload)
+        self._call("uploading", key, lambda: self._client.upload_file(
+            str(path), self.location.bucket, self._key(key), ExtraArgs={"ChecksumAlgorithm": "SHA256"}))
 
     def download(self, key: str, path: Path) -> bool:
         from botocore.exceptions import ClientError
@@ -196,7 +197,7 @@ class S3Store:
 
         return self._call("downloading", key, fetch)
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str) -> list[str]:
         full = self._key(prefix.rstrip("/")) + "/" if prefix.strip("/") else (
             f"{self.location.prefix}/" if self.location.prefix else "")
         strip = len(f"{self.location.prefix}/") if self.location.prefix else 0
@@ -205,6 +206,18 @@ class S3Store:
             pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket,
                                                                             Prefix=full)
             return sorted(item["Key"][strip:] for page in pages for item in page.get("Contents", []))
+
+        return self._call("listing", prefix, walk)
+
+    def children(self, prefix: str) -> list[str]:
+        full = self._key(prefix.rstrip("/")) + "/" if prefix.strip("/") else (
+            f"{self.location.prefix}/" if self.location.prefix else "")
+
+        def walk() -> list[str]:
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket,
+                                                                            Prefix=full, Delimiter="/")
+            return sorted(p["Prefix"][len(full):].rstrip("/") for page in pages
+                          for p in page.get("CommonPrefixes", []))
 
         return self._call("listing", prefix, walk)
 

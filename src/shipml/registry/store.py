@@ -9,12 +9,12 @@
 - ``replace``: write a key only if its token is still the one read (S3's ``If-Match``): compare-and-set;
 - ``put``/``upload``/``download``: plain writes and reads of the files of a version (its prefix is owned by the
   save that claimed its number, so no condition is needed);
-- ``list`` a prefix and ``delete`` a key.
+- ``keys`` below a prefix (or its ``children``) and ``delete`` a key.
 
 A refused condition is :class:`PreconditionFailed` (a :class:`~shipml.errors.ConflictError`): never retried by
 the store, the caller decides (re-read and try again, or give up). Keys are checked here, once for every store:
-``/``-separated segments of letters, digits, ``.``, ``_``, ``-``, each starting with a letter or digit, so a
-key never climbs out of its root nor names a hidden file.
+``/``-separated segments of letters, digits, ``.``, ``_``, ``-``, none starting with ``.`` nor holding ``..``,
+so a key never climbs out of its root nor names a hidden file (locks and temporary files are hidden).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from shipml.registry.local import fsync_dir
 
 __all__ = ["Blob", "LocalStore", "PreconditionFailed", "Store", "check_key"]
 
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
 
 class PreconditionFailed(ConflictError):
@@ -53,7 +53,7 @@ def check_key(key: str) -> str:
     parts = key.split("/") if isinstance(key, str) else [""]
     if not all(_SEGMENT.fullmatch(p) and ".." not in p for p in parts):
         raise InvalidNameError(f"invalid store key {str(key)[:200]!r}: '/'-separated names of letters, digits,"
-                               " '.', '_' and '-', each starting with a letter or digit, without '..'")
+                               " '.', '_' and '-', none starting with '.', without '..'")
     return key
 
 
@@ -81,8 +81,12 @@ class Store(Protocol):
         """Copy ``key`` into the new file ``path``; False when the key does not exist."""
         ...
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str) -> list[str]:
         """Every key below ``prefix`` (``prefix`` itself a key prefix ending with ``/``), sorted."""
+        ...
+
+    def children(self, prefix: str) -> list[str]:
+        """The names one level below ``prefix`` that have keys below them (S3's common prefixes), sorted."""
         ...
 
     def delete(self, key: str) -> None:
@@ -170,7 +174,7 @@ class LocalStore:
             shutil.copyfileobj(f, out, 1 << 20)
         return True
 
-    def list(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str) -> list[str]:
         base = self.root / check_key(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if self._files.check(base) is None:
             return []
@@ -184,6 +188,10 @@ class LocalStore:
                 if stat.S_ISREG(os.lstat(path).st_mode):
                     out.append(path.relative_to(self.root).as_posix())
         return sorted(out)
+
+    def children(self, prefix: str) -> list[str]:
+        base = self.root / check_key(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        return [n for n in self._files.listdir(base) if not n.startswith(".") and self._files.is_dir(base / n)]
 
     def delete(self, key: str) -> None:
         path = self._path(key)
