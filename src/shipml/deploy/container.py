@@ -127,7 +127,7 @@ def resolve_models(spec: DeploymentSpec, registry: Registry) -> tuple[list[Packa
                 refs[text] = f"{name}:{version}"
             else:
                 mv = registry.get(ref)
-                source, manifest, name, version = mv.path, mv.manifest, mv.name, mv.version
+                source, manifest, name, version = registry.directory(mv), mv.manifest, mv.name, mv.version
                 digest = mv.manifest_sha256
                 alias = (ref.alias,) if ref.alias is not None else ()
                 refs[text] = text

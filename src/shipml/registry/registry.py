@@ -91,8 +91,9 @@ class ModelVersion:
         """The manifest, checked against its recorded sha256."""
         if self.problem is not None:
             raise IntegrityError(self.problem)
+        directory = self.fetch() if self.fetch is not None else self.path  # its own errors name the file
         try:
-            return read_manifest(self.fetch() if self.fetch is not None else self.path, self.manifest_sha256)
+            return read_manifest(directory, self.manifest_sha256)
         except IntegrityError:
             raise IntegrityError(f"{self.ref}: its {MANIFEST} does not match the sha256 the registry recorded"
                                  " when it was saved (edited or corrupted since); refusing to use it") from None
