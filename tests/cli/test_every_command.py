@@ -62,6 +62,7 @@ CASES: dict[str, Args] = {
                              "--workers", "1", "-q"],
     "import": lambda w, s: [str(_skops_model(w)), "--name", "imported", "--sample", str(w / "sample.csv")],
     "delete": lambda w, s: ["imported:1.0.0"],
+    "gc": lambda w, s: ["--older-than", "0"],
     "token": lambda w, s: ["list"],
     "token create": lambda w, s: ["--description", "ci"],
     "token list": lambda w, s: [],

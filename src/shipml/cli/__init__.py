@@ -16,8 +16,8 @@ from shipml.cli._common import JSON_HELP, REGISTRY_HELP, Context, add_shared_opt
 #: command name -> the module of this package whose ``register`` adds it
 COMMANDS: dict[str, str] = {
     "alias": "models", "build": "build", "canary": "releases", "delete": "models", "evaluate": "evaluate",
-    "history": "models", "import": "importing", "k8s": "k8s", "loadtest": "loadtest", "locustfile": "loadtest",
-    "models": "models",
+    "gc": "maintenance", "history": "models", "import": "importing", "k8s": "k8s", "loadtest": "loadtest",
+    "locustfile": "loadtest", "models": "models",
     "predict": "batch", "predict-sample": "predict_sample", "promote": "evaluate", "ray": "ray_serve",
     "rollback": "releases", "serve": "serve", "show": "models", "token": "token", "versions": "models",
 }

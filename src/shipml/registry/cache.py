@@ -150,9 +150,17 @@ class VersionCache:
             removed.append(digest)
         return removed
 
-    def _sweep(self, base: Path) -> None:
-        cutoff = time.time() - STALE_AFTER_S
+    def sweep(self, older_than_s: float = STALE_AFTER_S) -> list[str]:
+        """Remove leftovers of killed downloads older than ``older_than_s``; their names."""
+        base = self.root / "tmp"
+        return self._sweep(base, older_than_s) if base.is_dir() else []
+
+    def _sweep(self, base: Path, older_than_s: float = STALE_AFTER_S) -> list[str]:
+        cutoff = time.time() - older_than_s
+        removed = []
         for child in base.iterdir():
             with contextlib.suppress(OSError):
                 if child.stat().st_mtime < cutoff:
                     shutil.rmtree(child, ignore_errors=True)
+                    removed.append(child.name)
+        return removed

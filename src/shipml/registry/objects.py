@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from shipml.errors import AlreadyExistsError, BadRequest, ConflictError, Invalid
 from shipml.package.lineage import current_user, now_iso
 from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, write_manifest
 from shipml.registry import records, releases
-from shipml.registry.cache import CachedFile, VersionCache
+from shipml.registry.cache import STALE_AFTER_S, CachedFile, VersionCache
 from shipml.registry.ledger import Ledger, LedgerRecord
 from shipml.registry.names import FIRST_VERSION, Version, check_name
 from shipml.registry.records import AliasMove, corrupt
@@ -414,6 +415,44 @@ class ObjectRegistry(Registry):
             raise
         return ModelVersion(name, version, self._cache.entry(digest), digest,
                             fetch=lambda: self._fetch(name, version, digest))
+
+    # -- garbage -------------------------------------------------------------------------------------------------
+    def gc(self, older_than_s: float = STALE_AFTER_S) -> list[str]:
+        """Remove what no reader can see: the files of saves that never committed, once their claim is older
+        than ``older_than_s`` (a save in progress is younger; its claim stays, so its number is never reused),
+        and the files and commits of deleted versions. What was removed, one line each."""
+        removed = []
+        cutoff = time.time() - older_than_s
+        for name in self.store.children("models/"):
+            try:
+                check_name(name)
+            except InvalidNameError:
+                continue
+            committed = {v for v, _ in self._commits(name).values()}
+            deleted = set(self._deleted(name))
+            for key in self.store.keys(self._key(name, "claims") + "/"):
+                version = key.rsplit("/", 1)[1]
+                if version in deleted:
+                    files = self.store.keys(self._key(name, "packages", version) + "/")
+                    if files or version in committed:
+                        self._after_delete(name, version)
+                        removed.append(f"{name}:{version} (deleted; {len(files)} file(s))")
+                elif version not in committed and self._claimed_at(key) < cutoff:
+                    files = self.store.keys(self._key(name, "packages", version) + "/")
+                    for file in files:
+                        self.store.delete(file)
+                    if files:
+                        removed.append(f"{name}:{version} (a save that never committed; {len(files)} file(s))")
+        removed += [f"cache tmp/{n}" for n in self._cache.sweep(older_than_s)]
+        return removed
+
+    def _claimed_at(self, key: str) -> float:
+        found = self.store.get(key)
+        at = records.json_object(found.data, self._at(key), "claiming a version").get("at") if found else None
+        try:
+            return datetime.fromisoformat(str(at)).timestamp()
+        except ValueError:
+            raise corrupt(self._at(key), "has no valid 'at'") from None
 
     # -- evaluations -----------------------------------------------------------------------------------------
     def record_evaluation(self, mv: ModelVersion, record: dict[str, Any]) -> None:

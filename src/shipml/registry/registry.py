@@ -38,7 +38,7 @@ from shipml.package.lineage import current_user, now_iso
 from shipml.package.loaded import LoadedModel, load_package
 from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, read_manifest, write_manifest
 from shipml.registry import ledger, records, releases
-from shipml.registry.files import RegistryFiles
+from shipml.registry.files import STAGING, STALE_AFTER_S, RegistryFiles
 from shipml.registry.ledger import LEDGER, Ledger
 from shipml.registry.names import FIRST_VERSION, Ref, Version, check_alias, check_name
 from shipml.registry.records import AliasMove
@@ -379,6 +379,26 @@ class Registry:
         for v in present:
             if book.is_deleted(str(v)):
                 self._files.remove(self._version_dir(name, str(v)))
+
+    def gc(self, older_than_s: float = STALE_AFTER_S) -> list[str]:
+        """Remove what interrupted writes left behind and no reader can see: staging entries older than
+        ``older_than_s`` (a save in progress is younger), and the files of deletions a crash interrupted.
+        What was removed, one line each."""
+        removed = [f"{STAGING}/{n} (left by an interrupted write)" for n in self._files.sweep_staging(older_than_s)]
+        base = self.root / "models"
+        for name in self._files.listdir(base):
+            try:
+                check_name(name)
+            except InvalidNameError:
+                continue
+            if not self._files.is_dir(base / name):
+                continue
+            with self._files.lock(base / name):
+                book, present = self._ledger_locked(name), self._present(name)
+                finished = [str(v) for v in present if book.is_deleted(str(v))]
+                self._remove_deleted(name, book, present)
+            removed += [f"{name}:{v} (a deletion a crash interrupted)" for v in finished]
+        return removed
 
     def delete(self, ref: str) -> ModelVersion:
         """Delete one version (``name:1.2.0``). Refused while an alias points to it. Its number is never
