@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "gc": "maintenance", "history": "models", "import": "importing", "k8s": "k8s", "loadtest": "loadtest",
     "locustfile": "loadtest", "models": "models",
     "predict": "batch", "predict-sample": "predict_sample", "promote": "evaluate", "ray": "ray_serve",
+    "registry": "maintenance",
     "rollback": "releases", "serve": "serve", "show": "models", "token": "token", "versions": "models",
 }
 

@@ -1,4 +1,5 @@
-"""Registry upkeep: ``shipml gc`` removes what interrupted writes left behind and no reader can see."""
+"""Registry upkeep: ``shipml gc`` removes what interrupted writes left behind and no reader can see;
+``shipml registry copy`` copies models between any two registries (local directory, S3)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,37 @@ from shipml.registry.registry import Registry
 
 def register(group: click.Group) -> None:
     group.add_command(gc)
+    group.add_command(registry_group)
+
+
+@click.group("registry")
+def registry_group() -> None:
+    """Work on whole registries (local directories or s3://bucket/prefix)."""
+
+
+@registry_group.command("copy")
+@click.argument("source")
+@click.argument("destination")
+@click.option("--model", "names", multiple=True, metavar="NAME", help="Copy only this model (repeatable).")
+@click.pass_obj
+@handle_errors
+def copy(ctx: Context, source: str, destination: str, names: tuple[str, ...]) -> None:
+    """Copy models with every version (verified, golden sample re-run), evaluation and alias move from
+    SOURCE to DESTINATION. Resumable: what DESTINATION holds already, the same, is skipped."""
+    from shipml.registry.copying import copy_models
+
+    src, dst = Registry(source), Registry(destination)
+    report = copy_models(src, dst, list(names) or None)
+    if ctx.as_json:
+        emit_json({"source": src.location, "destination": dst.location, "copied": report.copied,
+                   "skipped": report.skipped, "alias_moves": report.moves})
+        return
+    for ref in report.copied:
+        click.echo(f"copied {ref}")
+    for ref in report.skipped:
+        click.echo(f"skipped {ref} (already there, the same)")
+    for name, moves in report.moves.items():
+        click.echo(f"{name}: {moves} alias move(s) copied")
 
 
 @click.command("gc")

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,7 +54,7 @@ from shipml.registry.cache import STALE_AFTER_S, CachedFile, VersionCache
 from shipml.registry.ledger import Ledger, LedgerRecord
 from shipml.registry.names import FIRST_VERSION, Version, check_name
 from shipml.registry.records import AliasMove, corrupt
-from shipml.registry.registry import ModelSummary, ModelVersion, Registry, T
+from shipml.registry.registry import ModelSummary, ModelVersion, Registry, T, _same_history
 from shipml.registry.releases import Canary, ReleaseState
 from shipml.registry.store import PreconditionFailed, Store, check_key
 
@@ -237,6 +237,24 @@ class ObjectRegistry(Registry):
         new = ReleaseState(state.name, state.revision + 1, {**state.canaries, canary.alias: canary})
         tx.doc["releases"] = [*self._part(tx.doc, "releases", list, state.name), canary.to_dict()]
         tx.doc["release"] = new.to_dict()
+
+    def _import_aliases(self, name: str, moves: list[AliasMove], aliases: dict[str, str],
+                        deleted: list[str]) -> int:
+        for version in deleted:  # claimed, so a save never takes the number
+            with suppress(PreconditionFailed):
+                self.store.create(self._key(name, "claims", version),
+                                  orjson.dumps({"copied": "deleted", "at": now_iso(), "by": current_user()}))
+
+        def body() -> int:
+            tx = self._open(name)
+            tx.doc["deleted"] = sorted({*self._deleted(name), *deleted}, key=Version.parse)
+            if _same_history(self.alias_history(name), moves, name):
+                return 0
+            tx.doc["history"] = [m.to_dict() for m in moves]
+            tx.doc["aliases"] = dict(sorted(aliases.items()))
+            return len(moves)
+
+        return self._transact(name, body)
 
     def _mark_deleted(self, name: str, version: str) -> None:
         tx = self._open(name)

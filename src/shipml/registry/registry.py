@@ -169,6 +169,23 @@ class Registry:
     def _record_release(self, state: ReleaseState, canary: Canary) -> None:
         releases.record(self, state, canary)
 
+    def _import_aliases(self, name: str, moves: list[AliasMove], aliases: dict[str, str],
+                        deleted: list[str]) -> int:
+        """Take another registry's alias history, aliases and deleted version numbers for ``name`` (a copy):
+        refused when this registry has another history for it; the number of moves written."""
+        mdir = self._model_dir(name)
+        with self._files.lock(mdir):
+            book = self._ledger_locked(name)
+            for version in deleted:
+                if not book.is_deleted(version):
+                    self._files.append_line(mdir / LEDGER, ledger.deleted(version).to_line())
+            if _same_history(self.alias_history(name), moves, name):
+                return 0
+            for move in moves:
+                self._files.append_line(mdir / HISTORY, orjson.dumps(move.to_dict()))
+            self._files.write_atomic(mdir / ALIASES, orjson.dumps(aliases, option=orjson.OPT_SORT_KEYS))
+        return len(moves)
+
     # -- paths ---------------------------------------------------------------------------------------------
     def _model_dir(self, name: str) -> Path:
         return self.root / "models" / check_name(name)
@@ -539,6 +556,16 @@ class Registry:
         if data is None:
             return []
         return records.parse_evaluations(data, self._where(path), lambda v: v == mv.version)
+
+
+def _same_history(have: list[AliasMove], given: list[AliasMove], name: str) -> bool:
+    """True when ``have`` is ``given`` already; False when there is none yet; else ConflictError."""
+    if not have:
+        return False
+    if [m.to_dict() for m in have] == [m.to_dict() for m in given]:
+        return True
+    raise ConflictError(f"model {name!r} has another alias history here already ({len(have)} move(s)); a copy"
+                        " never merges histories, so its aliases were not copied")
 
 
 def _expected(expected: Expected) -> Expected:
