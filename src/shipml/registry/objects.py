@@ -52,7 +52,7 @@ from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, write_m
 from shipml.registry import records, releases
 from shipml.registry.cache import STALE_AFTER_S, CachedFile, VersionCache
 from shipml.registry.ledger import Ledger, LedgerRecord
-from shipml.registry.names import FIRST_VERSION, Version, check_name
+from shipml.registry.names import FIRST_VERSION, Ref, Version, check_name
 from shipml.registry.records import AliasMove, corrupt
 from shipml.registry.registry import ModelSummary, ModelVersion, Registry, T, _same_history
 from shipml.registry.releases import Canary, ReleaseState
@@ -72,6 +72,7 @@ class _Transaction:
     doc: dict[str, Any]
     token: str | None
     dirty: bool = False
+    commits: dict[str, tuple[str, str]] | None = None  # the versions' commits, listed once per transaction
 
 
 def _sha256(path: Path) -> str:
@@ -269,8 +270,24 @@ class ObjectRegistry(Registry):
                 self.store.delete(key)
 
     # -- versions --------------------------------------------------------------------------------------------
+    def get(self, ref: str | Ref) -> ModelVersion:
+        """As :meth:`Registry.get`, from one read of the model's state and one listing of its commits (a
+        cached version then loads with no other request)."""
+        r = Ref.parse(ref) if isinstance(ref, str) else ref
+        if r.name is None or r.path is not None or getattr(self._tx, "current", None) is not None:
+            return super().get(r)
+        doc, token = self._read_state(r.name)
+        self._tx.current = _Transaction(r.name, doc, token)  # a read-only view: never written
+        try:
+            return super().get(r)
+        finally:
+            self._tx.current = None
+
     def _commits(self, name: str) -> dict[str, tuple[str, str]]:
-        """Commit key -> (version, manifest sha256), from one LIST."""
+        """Commit key -> (version, manifest sha256), from one LIST (once per transaction)."""
+        tx: _Transaction | None = getattr(self._tx, "current", None)
+        if tx is not None and tx.name == name and tx.commits is not None:
+            return tx.commits
         out = {}
         for key in self.store.keys(self._key(name, "versions") + "/"):
             version, _, digest = key.rsplit("/", 1)[1].partition("_")
@@ -281,6 +298,8 @@ class ObjectRegistry(Registry):
             if len(digest) != _SHA256_HEX or not all(c in "0123456789abcdef" for c in digest):
                 raise corrupt(self._at(key), "is not a version's commit (x.y.z_<sha256>)")
             out[key] = (version, digest)
+        if tx is not None and tx.name == name:
+            tx.commits = out
         return out
 
     def _ledger(self, name: str) -> Ledger:
