@@ -49,13 +49,14 @@ class S3Server:
 
 
 @contextmanager
-def moto_server(log: Path) -> Iterator[S3Server]:
+def moto_server(log: Path, env: dict[str, str] | None = None) -> Iterator[S3Server]:
+    """``env``: more environment for the server (``INITIAL_NO_AUTH_ACTION_COUNT`` turns its IAM checks on)."""
     binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **CREDENTIALS})
+                                env={**os.environ, **CREDENTIALS, **(env or {})})
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from shipml.errors import InvalidNameError, RegistryCorrupt, StorageError
 from shipml.registry.s3 import S3Store
 from shipml.registry.store import LocalStore, PreconditionFailed, Store
-from tests.s3_support import S3Server, free_port
+from tests.s3_support import S3Server, free_port, moto_server
 from tests.unit.registry_support import one_line
 
 
@@ -185,3 +185,28 @@ def test_an_unreachable_store_is_one_line_after_retries(s3: S3Server, monkeypatc
 def test_bad_s3_uris_are_refused(uri: str) -> None:
     with pytest.raises(InvalidNameError):
         S3Store(uri)
+
+
+def test_access_denied_and_refused_credentials_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server checking IAM (moto with its checks on after three set-up calls): a user without a policy is
+    denied; an unknown key is refused."""
+    import boto3
+
+    with moto_server(tmp_path / "moto.log", {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as server:
+        bucket = server.new_bucket()  # 1
+        iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="testing",
+                           aws_secret_access_key="testing")
+        iam.create_user(UserName="reader")  # 2
+        key = iam.create_access_key(UserName="reader")["AccessKey"]  # 3
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        with pytest.raises(StorageError, match=f"access denied: reading s3://{bucket}/p/k") as info:
+            S3Store(f"s3://{bucket}/p").get("k")
+        one_line(info.value)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOTAKEY000000000")
+        with pytest.raises(StorageError, match="refused the credentials") as info:
+            S3Store(f"s3://{bucket}/p").put("k", b"x")
+        one_line(info.value)
