@@ -3,6 +3,8 @@ and the library's default registry from the same variable."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -45,3 +47,20 @@ def test_a_missing_bucket_is_one_error_line(s3: S3Server) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the bucket 'no-such-bucket-anywhere' does not exist")
     assert result.stderr.count("\n") == 1
+
+
+def test_tokens_need_a_local_file_with_an_s3_registry(s3: S3Server, tmp_path: Path) -> None:
+    from shipml.errors import SpecError
+    from shipml.server.runner import build_parts
+    from shipml.spec import parse_spec
+
+    uri = f"s3://{s3.new_bucket()}/r"
+    build_tiny_registry(shipml.Registry(uri))
+    listed = CliRunner().invoke(cli, ["--registry", uri, "token", "list"])
+    assert listed.exit_code == 1 and listed.stderr.startswith(f"error: unsupported registry URI '{uri}' for tokens")
+    data = {"registry": uri, "endpoints": [{"name": "m", "models": ["m@production"]}], "auth": {"enabled": True}}
+    with pytest.raises(SpecError, match=r"auth\.tokens_file is needed with a registry in an object store"):
+        build_parts(parse_spec(data))
+    tokens = tmp_path / "tokens.json"
+    app, gate = build_parts(parse_spec({**data, "auth": {"enabled": True, "tokens_file": str(tokens)}}))
+    assert gate is not None and app.registry.location == uri

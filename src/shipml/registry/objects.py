@@ -102,6 +102,10 @@ class ObjectRegistry(Registry):
     def location(self) -> str:
         return self.store.describe()
 
+    @property
+    def local_directory(self) -> Path | None:
+        return None
+
     def __repr__(self) -> str:
         return f"Registry({self.location!r})"
 

@@ -146,6 +146,11 @@ class Registry:
         """Where the registry is: its directory, or its object store's URI."""
         return str(self.root)
 
+    @property
+    def local_directory(self) -> Path | None:
+        """The registry's directory (where local files such as API tokens go); None for an object registry."""
+        return self.root
+
     def directory(self, mv: ModelVersion) -> Path:
         """A local directory holding ``mv``'s files (for an object registry: its verified cache entry)."""
         return mv.fetch() if mv.fetch is not None else mv.path
