@@ -190,8 +190,13 @@ class LocalStore:
         return sorted(out)
 
     def children(self, prefix: str) -> list[str]:
-        base = self.root / check_key(prefix.rstrip("/")) if prefix.strip("/") else self.root
-        return [n for n in self._files.listdir(base) if not n.startswith(".") and self._files.is_dir(base / n)]
+        if prefix.strip("/"):
+            base = self.root / check_key(prefix.rstrip("/"))
+            names = self._files.listdir(base)
+        else:  # the root itself (which may be a link: the user's choice)
+            base = self.root
+            names = sorted(os.listdir(base)) if base.is_dir() else []
+        return [n for n in names if not n.startswith(".") and self._files.is_dir(base / n)]
 
     def delete(self, key: str) -> None:
         path = self._path(key)
