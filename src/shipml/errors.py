@@ -32,6 +32,8 @@
     │   └── Overloaded               (503) a full queue; says when to retry
     ├── DeadlineExceeded             (504) a request past its deadline
     ├── BuildFailed                  (500) (deploy/engine.py) the container engine failed: exit code, last lines
+    ├── StorageError                 (503) the registry's object store cannot be used: no credentials, no such
+    │                                      bucket, access denied, unreachable (after retries)
     └── DependencyError              (500) an optional package needed for this is not installed
 
 Errors carry a ``status`` (an HTTP-like status code, so the server maps them without knowing each class).
@@ -74,6 +76,7 @@ __all__ = [
     "ServiceUnavailable",
     "ShipmlError",
     "SpecError",
+    "StorageError",
     "TooManyRows",
     "UnsafeModelError",
     "UnsupportedMediaType",
@@ -167,6 +170,12 @@ class GateError(ShipmlError):
 
 class DependencyError(ShipmlError):
     status = 500
+
+
+class StorageError(ShipmlError):
+    """The registry's object store cannot be used (its error translated at the boundary, registry/s3.py)."""
+
+    status = 503
 
 
 class SpecError(ShipmlError):

@@ -366,6 +366,10 @@ class S3SourceSpec(_Strict):
     prefix: str = ""
     endpoint_url: str | None = None
     secret_name: str = Field("shipml-s3", description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    layout: Literal["mirror", "registry"] = Field(
+        "mirror", description="mirror: the prefix holds a copy of a registry directory, fetched with `aws s3 sync`;"
+        " registry: it is a shipml registry (s3://bucket/prefix), fetched and verified by `shipml registry copy`"
+        " in the server's image")
 
 
 class KubernetesSpec(_Strict):

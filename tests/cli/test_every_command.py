@@ -74,6 +74,9 @@ CASES: dict[str, Args] = {
     "monitor": lambda w, s: ["churn@production", "--log", str(w / "predlog"), "-o", str(w / "report.html")],
     "import": lambda w, s: [str(_skops_model(w)), "--name", "imported", "--sample", str(w / "sample.csv")],
     "delete": lambda w, s: ["imported:1.0.0"],
+    "gc": lambda w, s: ["--older-than", "0"],
+    "registry copy": lambda w, s: [str(w / "registry"), str(w / "copy"), "--model", "churn"],
+    "registry": lambda w, s: ["copy", str(w / "registry"), str(w / "copy")],  # resumed: skips what is there
     "token": lambda w, s: ["list"],
     "token create": lambda w, s: ["--description", "ci"],
     "token list": lambda w, s: [],

@@ -25,6 +25,7 @@ from shipml.errors import ConflictError, NotFoundError
 
 T = TypeVar("T")
 R = TypeVar("R")
+Where = TypeVar("Where", Path, shipml.Registry)
 
 def tiny_model(seed: int = 0) -> tuple[LogisticRegression, pd.DataFrame]:
     rng = np.random.default_rng(seed)
@@ -32,9 +33,9 @@ def tiny_model(seed: int = 0) -> tuple[LogisticRegression, pd.DataFrame]:
     return LogisticRegression().fit(X, (X["a"] > 0).astype(int)), X
 
 
-def build_tiny_registry(root: Path) -> Path:
+def build_tiny_registry(root: Where) -> Where:
     model, X = tiny_model()
-    registry = shipml.Registry(root)
+    registry = root if isinstance(root, shipml.Registry) else shipml.Registry(root)
     for _ in range(2):
         shipml.save_model(model, "m", sample=X, registry=registry, description="tiny")
     registry.set_alias("m", "production", "1.0.0", reason="first")

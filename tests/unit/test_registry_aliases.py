@@ -15,22 +15,29 @@ import shipml
 from shipml.errors import ConflictError, NotFoundError
 from shipml.evaluation import gate
 from tests.cli.gate_models import GOOD, TARGET, WEAK, run
-from tests.unit.registry_support import build_tiny_registry, copy_registry, one_line, race
+from tests.s3_support import S3Server
+from tests.unit.registry_backends import BACKENDS, Sources
+from tests.unit.registry_support import build_tiny_registry, one_line, race
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _build(reg: shipml.Registry) -> None:
+    build_tiny_registry(reg)
+    reg.add_package(reg.directory(reg.get("m:1.0.0")), name="m")  # m:1.2.0, a third version to move between
+
+
 @pytest.fixture(scope="module")
-def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = build_tiny_registry(tmp_path_factory.mktemp("tiny") / "registry")
-    reg = shipml.Registry(root)
-    reg.add_package(reg.get("m:1.0.0").path, name="m")  # m:1.2.0, a third version to move between
-    return root
+def tiny_source(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Sources:
+    return Sources(tmp_path_factory, s3_server, _build)
 
 
-@pytest.fixture
-def reg(tiny_source: Path, tmp_path: Path) -> shipml.Registry:
-    return copy_registry(tiny_source, tmp_path / "registry")
+@pytest.fixture(params=BACKENDS)
+def reg(request: pytest.FixtureRequest, tiny_source: Sources, tmp_path: Path) -> shipml.Registry:
+    """The tiny registry in a local directory, or in S3 (its endpoint in this test's environment)."""
+    if request.param == "s3":
+        request.getfixturevalue("s3")
+    return tiny_source.clone(request.param, tmp_path / "registry")
 
 
 def history_lines(reg: shipml.Registry) -> int:
@@ -85,7 +92,7 @@ def test_the_cli_alias_takes_expect(reg: shipml.Registry, tmp_path: Path) -> Non
     from shipml.cli import cli
 
     def alias(*args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(cli, ["--registry", str(reg.root), "alias", "m", *args])
+        result = CliRunner().invoke(cli, ["--registry", reg.location, "alias", "m", *args])
         return result.exit_code, result.stdout, result.stderr
 
     assert alias("production", "1.2.0", "--expect", "1.1.0") == (
@@ -180,12 +187,13 @@ OPS = st.one_of(
 )
 
 
+@pytest.mark.parametrize("backend", ["local", pytest.param("s3", marks=pytest.mark.slow)])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plans=st.lists(st.lists(OPS, min_size=1, max_size=6), min_size=2, max_size=3))
-def test_concurrent_moves_of_one_alias_lose_no_update(tiny_source: Path,
+def test_concurrent_moves_of_one_alias_lose_no_update(backend: str, tiny_source: Sources,
                                                       tmp_path_factory: pytest.TempPathFactory,
                                                       plans: list[list[tuple[str, str | None]]]) -> None:
-    reg = copy_registry(tiny_source, tmp_path_factory.mktemp("cas") / "registry")
+    reg = tiny_source.clone(backend, tmp_path_factory.mktemp("cas") / "registry")
     start = len(reg.alias_history("m"))
 
     def step(thread: int, i: int, item: tuple[str, str | None]) -> list[shipml.AliasMove]:

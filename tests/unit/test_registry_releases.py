@@ -26,32 +26,51 @@ from shipml.errors import (
     NotFoundError,
     RegistryCorrupt,
 )
+from shipml.registry.objects import ObjectRegistry
 from shipml.registry.records import AliasMove
 from shipml.registry.releases import MAX_WINDOW, RELEASE, RELEASES, Canary, CanaryLimits, ReleaseState
 from tests.json_strategies import json_values
-from tests.unit.registry_support import build_tiny_registry, copy_registry, one_line, race, snapshot
+from tests.s3_support import S3Server
+from tests.unit.registry_backends import BACKENDS, Sources, snapshot_of
+from tests.unit.registry_support import build_tiny_registry, one_line, race
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_SCOPED = [HealthCheck.function_scoped_fixture]
 
 
-@pytest.fixture(scope="module")
-def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """m 1.0.0 (@production), 1.1.0, 1.2.0 and 1.3.0."""
-    root = build_tiny_registry(tmp_path_factory.mktemp("tiny") / "registry")
-    reg = shipml.Registry(root)
+def _build(reg: shipml.Registry) -> None:
+    build_tiny_registry(reg)
     for _ in range(2):
-        reg.add_package(reg.get("m:1.0.0").path, name="m")
-    return root
+        reg.add_package(reg.directory(reg.get("m:1.0.0")), name="m")
 
 
-@pytest.fixture
-def reg(tiny_source: Path, tmp_path: Path) -> shipml.Registry:
-    return copy_registry(tiny_source, tmp_path / "registry")
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Sources:
+    """m 1.0.0 (@production), 1.1.0, 1.2.0 and 1.3.0, in a local directory or in S3."""
+    return Sources(tmp_path_factory, s3_server, _build)
 
 
-def fresh(tiny_source: Path, factory: pytest.TempPathFactory) -> shipml.Registry:
-    return copy_registry(tiny_source, factory.mktemp("rel") / "registry")
+@pytest.fixture(params=BACKENDS)
+def reg(request: pytest.FixtureRequest, tiny_source: Sources, tmp_path: Path) -> shipml.Registry:
+    if request.param == "s3":
+        request.getfixturevalue("s3")  # its endpoint in this test's environment (for subprocesses)
+    return tiny_source.clone(request.param, tmp_path / "registry")
+
+
+LOCAL_ONLY = pytest.mark.parametrize("reg", ["local"], indirect=True)  # edits the local registry's files
+
+
+def fresh(tiny_source: Sources, factory: pytest.TempPathFactory, backend: str = "local") -> shipml.Registry:
+    return tiny_source.clone(backend, factory.mktemp("rel") / "registry")
+
+
+def stored_release(reg: shipml.Registry) -> dict[str, Any]:
+    """The release state as stored: release.json, or the "release" of an object registry's state object."""
+    if isinstance(reg, ObjectRegistry):
+        found = reg.store.get("models/m/state.json")
+        assert found is not None
+        return dict(orjson.loads(found.data)["release"])
+    return dict(orjson.loads(model_file(reg, RELEASE).read_bytes()))
 
 
 def model_file(reg: shipml.Registry, name: str) -> Path:
@@ -79,7 +98,7 @@ def test_start_records_the_canary_in_the_state_and_the_log(reg: shipml.Registry)
     state = reg.release_state("m")
     assert state.revision == 1 and state.canaries == {"production": canary} and state.running("production") == canary
     assert reg.release_history("m") == [canary]
-    assert orjson.loads(model_file(reg, RELEASE).read_bytes()) == state.to_dict()
+    assert stored_release(reg) == state.to_dict()
     assert reg.aliases("m") == {"production": "1.0.0"}  # the alias does not move until a promotion
     reg.set_alias("m", "staging", "1.1.0")
     other = reg.start_canary("m", "1.2.0", alias="staging", weight=5)  # each alias has its own canary
@@ -127,32 +146,33 @@ def test_start_refuses_bad_input_and_writes_nothing(reg: shipml.Registry) -> Non
     reg.delete("m:1.2.0")
     cases = [*refusals(reg), ("deleted version", lambda: reg.start_canary("m", "1.2.0", weight=10), NotFoundError,
                               "m:1.2.0 was deleted")]
-    before = snapshot(reg.root)
+    before = snapshot_of(reg)
     for what, call, kind, message in cases:
         with pytest.raises(kind) as exc:
             call()
         assert message in one_line(exc.value), what
-        assert snapshot(reg.root) == before, what
+        assert snapshot_of(reg) == before, what
 
 
+@LOCAL_ONLY
 def test_start_refuses_a_version_whose_manifest_was_edited(reg: shipml.Registry) -> None:
     manifest = reg.root / "models" / "m" / "versions" / "1.1.0" / "shipml.json"
     manifest.write_bytes(manifest.read_bytes().replace(b'"tiny"', b'"edited"'))
-    before = snapshot(reg.root)
+    before = snapshot_of(reg)
     with pytest.raises(IntegrityError) as exc:
         reg.start_canary("m", "1.1.0", weight=10)
     assert one_line(exc.value).startswith("m:1.1.0: its shipml.json does not match the sha256 the registry recorded")
-    assert snapshot(reg.root) == before
+    assert snapshot_of(reg) == before
 
 
 def test_start_refuses_while_a_canary_of_the_alias_runs(reg: shipml.Registry) -> None:
     running = reg.start_canary("m", "1.1.0", weight=10)
-    before = snapshot(reg.root)
+    before = snapshot_of(reg)
     with pytest.raises(ConflictError) as exc:
         reg.start_canary("m", "1.2.0", weight=20)
     assert one_line(exc.value) == (f"a canary of m@production is running already (1.1.0 at 10%, id {running.id},"
                                    f" started at {running.started_at}): promote or abort it first")
-    assert snapshot(reg.root) == before
+    assert snapshot_of(reg) == before
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -180,17 +200,17 @@ numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(
 @settings(max_examples=60, deadline=None, suppress_health_check=FUNCTION_SCOPED)
 @given(weight=numbers, rate=numbers, p99=numbers, least=numbers, window=numbers)
 def test_any_weight_and_limits_start_a_valid_canary_or_are_refused_naming_the_field(
-        tiny_source: Path, tmp_path_factory: pytest.TempPathFactory, weight: Any, rate: Any, p99: Any, least: Any,
+        tiny_source: Sources, tmp_path_factory: pytest.TempPathFactory, weight: Any, rate: Any, p99: Any, least: Any,
         window: Any) -> None:
     reg = fresh(tiny_source, tmp_path_factory)
-    before = snapshot(reg.root)
+    before = snapshot_of(reg)
     try:
         limits = CanaryLimits(max_error_rate=rate, max_p99_ms=p99, min_requests=least, window=window)
         canary = reg.start_canary("m", "1.1.0", weight=weight, limits=limits)
     except BadRequest as exc:
         text = one_line(exc)
         assert any(f in text for f in ("weight", "max_error_rate", "max_p99_ms", "min_requests", "window")), text
-        assert snapshot(reg.root) == before
+        assert snapshot_of(reg) == before
         return
     assert 0 < canary.weight < 100 and 0 <= canary.limits.max_error_rate < 1
     assert canary.limits.max_p99_ms is None or 0 < canary.limits.max_p99_ms < math.inf
@@ -209,7 +229,7 @@ def test_abort_ends_the_canary_and_says_how_when_aborted_again(reg: shipml.Regis
     assert state.revision == 2 and state.running("production") is None and state.canaries["production"] == ended
     assert reg.release_history("m") == [canary, ended]
     assert reg.aliases("m") == {"production": "1.0.0"}
-    before = snapshot(reg.root)
+    before = snapshot_of(reg)
     with pytest.raises(ConflictError) as exc:
         reg.end_canary("m", outcome="aborted")
     assert one_line(exc.value) == (f"no canary of m@production is running (the last one, 1.1.0, was aborted at"
@@ -219,17 +239,17 @@ def test_abort_ends_the_canary_and_says_how_when_aborted_again(reg: shipml.Regis
     assert one_line(exc.value) == "no canary of m@staging is running (none was ever started)"
     with pytest.raises(BadRequest):
         reg.end_canary("m", outcome="paused")  # type: ignore[arg-type]
-    assert snapshot(reg.root) == before
+    assert snapshot_of(reg) == before
 
 
 def test_expected_id_must_be_the_running_canary(reg: shipml.Registry) -> None:
     canary = reg.start_canary("m", "1.1.0", weight=10)
-    before = snapshot(reg.root)
+    before = snapshot_of(reg)
     with pytest.raises(ConflictError) as exc:
         reg.end_canary("m", outcome="aborted", expected_id="20260101T000000Z-00000000")
     assert one_line(exc.value) == (f"the running canary of m@production is {canary.id}, not"
                                    " 20260101T000000Z-00000000; nothing changed")
-    assert snapshot(reg.root) == before
+    assert snapshot_of(reg) == before
     assert reg.end_canary("m", outcome="aborted", expected_id=canary.id).state == "aborted"
     with pytest.raises(ConflictError, match="no canary of m@production is running"):
         reg.end_canary("m", outcome="aborted", expected_id=canary.id)
@@ -248,12 +268,12 @@ def test_promote_moves_the_alias_in_the_same_step(reg: shipml.Registry) -> None:
 def test_promote_refuses_when_the_alias_moved_during_the_canary(reg: shipml.Registry) -> None:
     reg.start_canary("m", "1.1.0", weight=10)
     reg.set_alias("m", "production", "1.2.0", reason="hotfix")
-    before = snapshot(reg.root)
+    before = snapshot_of(reg)
     with pytest.raises(ConflictError) as exc:
         reg.end_canary("m", outcome="promoted")
     assert one_line(exc.value) == ("production moved from 1.0.0 to 1.2.0 during the canary; nothing changed: abort"
                                    " it or start again")
-    assert snapshot(reg.root) == before
+    assert snapshot_of(reg) == before
     reg.delete_alias("m", "production")
     with pytest.raises(ConflictError, match="production was removed during the canary"):
         reg.end_canary("m", outcome="promoted")
@@ -304,7 +324,7 @@ def test_replicas_ending_the_same_canary_at_once_one_wins(reg: shipml.Registry, 
                                                           outcomes: list[str]) -> None:
     canary = reg.start_canary("m", "1.1.0", weight=10)
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(reg.root), str(go), outcome, canary.id, f"r{i}"],
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, reg.location, str(go), outcome, canary.id, f"r{i}"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i, outcome in enumerate(outcomes)]
     time.sleep(1.0)  # let every process import shipml and wait for the signal
@@ -374,11 +394,11 @@ def test_two_rollbacks_go_back_two_releases(reg: shipml.Registry) -> None:
         "1.3.0", "1.2.0", True, "bad 1.3", "ana")
     assert reg.rollback("m").to_version == "1.1.0"
     assert reg.rollback("m").to_version == "1.0.0"
-    before = snapshot(reg.root)
+    before = snapshot_of(reg)
     with pytest.raises(ConflictError) as exc:
         reg.rollback("m")
     assert one_line(exc.value) == "m@production has no earlier holder to roll back to"
-    assert snapshot(reg.root) == before
+    assert snapshot_of(reg) == before
     assert reg.aliases("m") == {"production": "1.0.0"}
     assert [m.rollback for m in reg.alias_history("m")] == [False] * 4 + [True] * 3
     # a move after rollbacks pushes on what is left: rolling it back returns to where the rollbacks ended
@@ -424,19 +444,20 @@ def test_rollback_aborts_the_running_canary_in_the_same_step(reg: shipml.Registr
     assert reg.release_state("m").revision == 2
     # without a canary running the release state is not touched
     reg.set_alias("m", "production", "1.3.0")
-    before = model_file(reg, RELEASE).read_bytes()
+    before = stored_release(reg)
     reg.rollback("m")
-    assert model_file(reg, RELEASE).read_bytes() == before
+    assert stored_release(reg) == before
 
 
+@pytest.mark.parametrize("backend", ["local", pytest.param("s3", marks=pytest.mark.slow)])
 @settings(max_examples=40, deadline=None, suppress_health_check=FUNCTION_SCOPED)
 @given(ops=st.lists(st.one_of(st.sampled_from(["1.0.0", "1.1.0", "1.2.0", "1.3.0"]), st.just("rollback")),
                     max_size=12))
-def test_rollback_follows_the_stack_of_releases(tiny_source: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                ops: list[str]) -> None:
+def test_rollback_follows_the_stack_of_releases(backend: str, tiny_source: Sources,
+                                                tmp_path_factory: pytest.TempPathFactory, ops: list[str]) -> None:
     """A model of what users expect: every move puts a release on a stack (unless it is the one on top), every
     rollback takes the top one off; the alias is always the top."""
-    reg = fresh(tiny_source, tmp_path_factory)
+    reg = fresh(tiny_source, tmp_path_factory, backend)
     releases = ["1.0.0"]
     for op in ops:
         if op == "rollback":
@@ -461,6 +482,7 @@ def test_alias_move_writes_rollback_only_when_true() -> None:
     assert AliasMove(**{**move.__dict__, "rollback": True}).to_dict()["rollback"] is True
 
 
+@LOCAL_ONLY
 @pytest.mark.parametrize("value", [b'"yes"', b"1", b"null", b"[]"])
 def test_a_history_line_with_an_invalid_rollback_field_is_corrupt(reg: shipml.Registry, value: bytes) -> None:
     path = model_file(reg, "history.jsonl")
@@ -480,6 +502,7 @@ def test_a_history_line_with_an_invalid_rollback_field_is_corrupt(reg: shipml.Re
     ({"limits": {"max_error_rate": "1%", "min_requests": 9, "window": 30}},
      "has limits with no valid 'max_error_rate'"),
 ])
+@LOCAL_ONLY
 def test_what_a_corrupt_release_file_says(reg: shipml.Registry, edit: dict[str, Any], message: str) -> None:
     record = {**valid_record("1.2.0", "aborted"), **edit}
     model_file(reg, RELEASE).write_bytes(orjson.dumps({"revision": 1, "canaries": {"production": record}}))
@@ -567,7 +590,7 @@ def check_outcome(call: Any, files: set[str]) -> Any:
 @settings(max_examples=120, deadline=None, suppress_health_check=FUNCTION_SCOPED)
 @given(release=st.none() | file_contents, log=st.none() | log_contents, history=st.none() | history_contents)
 def test_any_content_of_the_release_files_is_a_valid_state_or_corrupt(
-        tiny_source: Path, tmp_path_factory: pytest.TempPathFactory, release: bytes | None, log: bytes | None,
+        tiny_source: Sources, tmp_path_factory: pytest.TempPathFactory, release: bytes | None, log: bytes | None,
         history: bytes | None) -> None:
     reg = fresh(tiny_source, tmp_path_factory)
     for name, content in ((RELEASE, release), (RELEASES, log), ("history.jsonl", history)):

@@ -16,10 +16,11 @@ from shipml.cli._common import JSON_HELP, REGISTRY_HELP, Context, add_shared_opt
 #: command name -> the module of this package whose ``register`` adds it
 COMMANDS: dict[str, str] = {
     "alias": "models", "build": "build", "canary": "releases", "delete": "models", "drift": "drift",
-    "evaluate": "evaluate", "export": "export", "feedback": "feedback",
+    "evaluate": "evaluate", "export": "export", "feedback": "feedback", "gc": "maintenance",
     "history": "models", "import": "importing", "k8s": "k8s", "loadtest": "loadtest", "locustfile": "loadtest",
     "models": "models", "monitor": "monitor",
     "predict": "batch", "predict-sample": "predict_sample", "promote": "evaluate", "ray": "ray_serve",
+    "registry": "maintenance",
     "rollback": "releases", "serve": "serve", "show": "models", "token": "token", "versions": "models",
 }
 

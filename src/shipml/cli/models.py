@@ -42,7 +42,7 @@ def models(ctx: Context) -> None:
                    for m in found])
         return
     if not found:
-        click.echo(f"no models in {registry.root}")
+        click.echo(f"no models in {registry.location}")
         return
     click.echo(table(["name", "latest", "versions", "aliases"],
                      [(m.name, m.latest, m.versions, _aliases_text(m.aliases)) for m in found]))

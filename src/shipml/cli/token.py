@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from shipml.cli._common import Context, emit_json, handle_errors, table
+from shipml.errors import InvalidNameError
 from shipml.server.auth import TokenInfo, TokenStore, default_token_path, parse_duration
 
 
@@ -30,7 +31,11 @@ class Duration(click.ParamType):
 
 
 def _store(ctx: Context) -> TokenStore:
-    return TokenStore(default_token_path(ctx.registry().root))
+    registry = ctx.registry()
+    if registry.local_directory is None:
+        raise InvalidNameError(f"unsupported registry URI {registry.location!r} for tokens: they live in a local"
+                               " file next to a registry directory; give --registry a directory")
+    return TokenStore(default_token_path(registry.local_directory))
 
 
 def _when(info: TokenInfo, field: str) -> str:

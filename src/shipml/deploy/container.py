@@ -127,7 +127,7 @@ def resolve_models(spec: DeploymentSpec, registry: Registry) -> tuple[list[Packa
                 refs[text] = f"{name}:{version}"
             else:
                 mv = registry.get(ref)
-                source, manifest, name, version = mv.path, mv.manifest, mv.name, mv.version
+                source, manifest, name, version = registry.directory(mv), mv.manifest, mv.name, mv.version
                 digest = mv.manifest_sha256
                 alias = (ref.alias,) if ref.alias is not None else ()
                 refs[text] = text
@@ -203,8 +203,16 @@ def check_pins_against_shipml(pins: dict[str, str], extras: Sequence[str], requi
                                 f"{req.specifier}: re-save the model with a newer {pinned[0]}")
 
 
-def shipml_requirement(install: ShipmlInstall, models: Sequence[PackagedModel], wheel: str | None) -> str:
-    extras = shipml_extras(models)
+def spec_extras(spec: DeploymentSpec) -> list[str]:
+    """The shipml extras the spec itself needs in the image: ``s3`` for an init container that fetches the
+    models from an S3 registry with shipml (``kubernetes.s3.layout: registry``)."""
+    s3 = spec.kubernetes.s3
+    return ["s3"] if spec.kubernetes.models_from == "s3" and s3 is not None and s3.layout == "registry" else []
+
+
+def shipml_requirement(install: ShipmlInstall, models: Sequence[PackagedModel], wheel: str | None,
+                       more: Sequence[str] = ()) -> str:
+    extras = sorted({*shipml_extras(models), *more})
     name = "shipml" + (f"[{','.join(extras)}]" if extras else "")
     if wheel is not None:
         return f"{name} @ file:///build/wheels/{wheel}"
@@ -258,7 +266,7 @@ def write_context(spec: DeploymentSpec, directory: Path, *, registry: Registry |
     models, refs = resolve_models(spec, registry)
     pins = pinned_requirements(models)
     extras = check_extras([*spec.image.extras, *options.extras], pins)
-    check_pins_against_shipml(pins, shipml_extras(models), shipml_requires())
+    check_pins_against_shipml(pins, [*shipml_extras(models), *spec_extras(spec)], shipml_requires())
     base = check_image_ref(options.base or default_base(spec, models), "base image")
     served, notes = image_spec(spec, refs)
     install = install or detect_install()
@@ -268,7 +276,8 @@ def write_context(spec: DeploymentSpec, directory: Path, *, registry: Registry |
         wheel = None
         if install.project_dir is not None:
             wheel = install.build_wheel(directory / "wheels").name
-        requirements = [shipml_requirement(install, models, wheel), *(f"{d}=={v}" for d, v in pins.items()),
+        requirements = [shipml_requirement(install, models, wheel, spec_extras(spec)),
+                        *(f"{d}=={v}" for d, v in pins.items()),
                         *extras]
         _write(directory / "requirements.txt", "# shipml and the versions the models were saved with"
                " (shipml build)\n" + "\n".join(requirements) + "\n")

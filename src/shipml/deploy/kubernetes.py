@@ -18,9 +18,12 @@ How the pod behaves, and why:
 - **Security.** Non-root (uid/gid 10001, the image's user), read-only root filesystem, no privilege escalation, all
   capabilities dropped, the runtime's default seccomp profile, no service-account token; ``/tmp`` is an emptyDir.
   The server port must therefore be 1024 or above (the Service still listens on 80).
-- **Models.** Baked into the image (``shipml build`` writes the registry to /app/registry), or synced from an
-  S3-compatible bucket by an init container into an emptyDir at /models that the server mounts read-only. A model
-  given as a package directory is served as ``name:version``, as ``shipml build`` stores it.
+- **Models.** Baked into the image (``shipml build`` writes the registry to /app/registry), or fetched from an
+  S3-compatible bucket by an init container into an emptyDir at /models that the server mounts read-only: with
+  ``aws s3 sync`` from a mirror of a registry directory (``kubernetes.s3.layout: mirror``), or with ``shipml
+  registry copy`` from an S3 registry (``layout: registry``: the server's image, built with ``shipml[s3]``,
+  verifies every version on the way in). A model given as a package directory is served as ``name:version``, as
+  ``shipml build`` stores it.
 - **Auth.** Tokens are never in the image nor in the ConfigMap: with ``auth.enabled`` the token file comes from
   the Secret ``<name>-tokens`` (key ``tokens.json``), mounted read-only where ``shipml build`` expects it.
 - **Roll-outs.** The pod template carries a checksum of the spec, so ``kubectl apply`` restarts pods when the spec
@@ -435,10 +438,41 @@ def s3_sync_args(spec: DeploymentSpec) -> list[str]:
     return args
 
 
-def _init_container(spec: DeploymentSpec, s3_image: str) -> dict[str, Any]:
+def registry_copy_args(spec: DeploymentSpec) -> list[str]:
+    """``shipml registry copy`` of the S3 registry into /models: only the models this spec serves, every
+    version verified (hashes, golden sample) on the way in."""
     s3 = spec.kubernetes.s3
     if s3 is None:
         raise SpecError("models_from: s3 needs an s3 section (bucket, prefix, endpoint_url)")
+    prefix = s3.prefix.strip("/")
+    args = ["registry", "copy", f"s3://{s3.bucket}/{prefix}" if prefix else f"s3://{s3.bucket}", S3_REGISTRY]
+    for model in sorted({str(Ref.parse(ref).name) for ref in pod_refs(spec).values()}):
+        args += ["--model", model]
+    return args
+
+
+def _init_container(spec: DeploymentSpec, s3_image: str, image: str) -> dict[str, Any]:
+    s3 = spec.kubernetes.s3
+    if s3 is None:
+        raise SpecError("models_from: s3 needs an s3 section (bucket, prefix, endpoint_url)")
+    if s3.layout == "registry":  # the server's image (it has shipml[s3]); its download cache on the volume
+        res = spec.kubernetes.resources
+        env = [{"name": "HOME", "value": "/tmp"}, {"name": "SHIPML_CACHE", "value": f"{S3_REGISTRY}/.fetch-cache"},
+               {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}]
+        if s3.endpoint_url is not None:
+            env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint_url})
+        return {
+            "name": "fetch-models",
+            "image": image,
+            "command": ["shipml"],
+            "args": registry_copy_args(spec),
+            "envFrom": [{"secretRef": {"name": s3.secret_name}}],
+            "env": env,
+            "resources": {"requests": {"cpu": res.cpu_request, "memory": res.memory_request},
+                          "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit}},
+            "securityContext": _security_context(),
+            "volumeMounts": [{"name": "models", "mountPath": S3_REGISTRY}, {"name": "tmp", "mountPath": "/tmp"}],
+        }
     return {
         "name": "fetch-models",
         "image": s3_image,
@@ -471,7 +505,7 @@ def _deployment(spec: DeploymentSpec, app: str, image: str, s3_image: str, metad
     }
     if k8s.models_from == "s3":
         volumes.append({"name": "models", "emptyDir": {}})
-        pod["initContainers"] = [_init_container(spec, s3_image)]
+        pod["initContainers"] = [_init_container(spec, s3_image, image)]
     if spec.auth.enabled:
         volumes.append({"name": "tokens", "secret": {
             "secretName": f"{app}-tokens", "defaultMode": 0o440,

@@ -92,7 +92,7 @@ def pinned_spec(spec: DeploymentSpec, registry: str | Path | None = None) -> Dep
     environment made absolute: the registry (``registry`` when the spec names none; else ``$SHIPML_HOME`` or
     ``~/.shipml`` as seen here), model packages given as paths, and the auth tokens file."""
     data = spec.model_dump(mode="json", exclude_none=True)
-    data["registry"] = str(Registry(spec.registry or registry).root)
+    data["registry"] = Registry(spec.registry or registry).location
     data["endpoints"] = [endpoint_with_refs(e, _absolute_ref) for e in data["endpoints"]]
     tokens = data["auth"].get("tokens_file")
     if tokens:
@@ -125,7 +125,7 @@ def check_models(spec: DeploymentSpec) -> dict[str, str]:
             except ShipmlError as exc:
                 missing.append(f"{ref}: {exc}")
     if missing:
-        raise NotFoundError(f"models not found in the registry {registry.root}: " + "; ".join(missing))
+        raise NotFoundError(f"models not found in the registry {registry.location}: " + "; ".join(missing))
     return found
 
 

@@ -155,7 +155,7 @@ def _resolve(ref: str | Path, registry: Registry | str | Path | None) -> tuple[P
         return absolute(parsed.path), None, read_manifest(parsed.path)
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     mv = reg.get(parsed)
-    return mv.path, mv.manifest_sha256, mv.manifest
+    return reg.directory(mv), mv.manifest_sha256, mv.manifest
 
 
 def _check_options(manifest: Manifest, keep: tuple[str, ...], proba: bool) -> None:

@@ -147,7 +147,7 @@ def model_info_from_registry(ref: str, registry: Any = None, served_as: str | No
         path = r.path
     else:
         store = registry if isinstance(registry, Registry) else Registry(registry)
-        path = store.get(r).path
+        path = store.directory(store.get(r))
     manifest = read_manifest(Path(path))
     columns = tuple(Column.from_dict(c.model_dump()) for c in manifest.signature.inputs)
     examples: tuple[dict[str, Any], ...] = ()

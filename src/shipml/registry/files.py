@@ -198,13 +198,21 @@ class RegistryFiles:
         finally:
             self._rmtree(path)
 
-    def _sweep(self, base: Path) -> None:
-        cutoff = time.time() - STALE_AFTER_S
+    def _sweep(self, base: Path, older_than_s: float = STALE_AFTER_S) -> list[str]:
+        """Remove the entries of ``base`` older than ``older_than_s``; their names."""
+        cutoff = time.time() - older_than_s
+        removed = []
         for name in self.listdir(base):
             child = base / name
             found = self.check(child)
             if found is not None and found.st_mtime < cutoff:
                 self._rmtree(child)
+                removed.append(name)
+        return removed
+
+    def sweep_staging(self, older_than_s: float) -> list[str]:
+        """Remove what killed saves and deletions left in staging, once older than ``older_than_s``."""
+        return self._sweep(self.root / STAGING, older_than_s)
 
     def _rmtree(self, path: Path) -> None:
         """Delete the registry-owned tree ``path`` (never through a link at its top; rmtree itself does not

@@ -22,9 +22,12 @@ operation below the root follows a symbolic link (files.py), and a malformed fil
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 
@@ -35,7 +38,7 @@ from shipml.package.lineage import current_user, now_iso
 from shipml.package.loaded import LoadedModel, load_package
 from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, read_manifest, write_manifest
 from shipml.registry import ledger, records, releases
-from shipml.registry.files import RegistryFiles
+from shipml.registry.files import STAGING, STALE_AFTER_S, RegistryFiles
 from shipml.registry.ledger import LEDGER, Ledger
 from shipml.registry.names import FIRST_VERSION, Ref, Version, check_alias, check_name
 from shipml.registry.records import AliasMove
@@ -47,6 +50,7 @@ if TYPE_CHECKING:  # building a package needs pandas; a process that only loads 
 __all__ = ["NOT_GIVEN", "AliasMove", "Expected", "ModelSummary", "ModelVersion", "Registry"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ALIASES = "aliases.json"
 HISTORY = "history.jsonl"
@@ -75,6 +79,8 @@ class ModelVersion:
     path: Path
     manifest_sha256: str | None = field(default=None, compare=False, repr=False)
     problem: str | None = field(default=None, compare=False, repr=False)
+    #: an object registry's version: makes ``path`` hold the verified files (the local cache) and returns it
+    fetch: Callable[[], Path] | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
@@ -85,8 +91,9 @@ class ModelVersion:
         """The manifest, checked against its recorded sha256."""
         if self.problem is not None:
             raise IntegrityError(self.problem)
+        directory = self.fetch() if self.fetch is not None else self.path  # its own errors name the file
         try:
-            return read_manifest(self.path, self.manifest_sha256)
+            return read_manifest(directory, self.manifest_sha256)
         except IntegrityError:
             raise IntegrityError(f"{self.ref}: its {MANIFEST} does not match the sha256 the registry recorded"
                                  " when it was saved (edited or corrupted since); refusing to use it") from None
@@ -104,7 +111,18 @@ class ModelSummary:
 
 
 class Registry:
-    """A registry rooted at a local directory (``uri``: a path or ``file://`` URI)."""
+    """A registry rooted at a local directory (``uri``: a path or ``file://`` URI), or in an object store
+    (``s3://bucket/prefix``: an :class:`~shipml.registry.objects.ObjectRegistry`). Without ``uri``:
+    ``$SHIPML_HOME``, else ``~/.shipml``."""
+
+    def __new__(cls, uri: str | Path | None = None, *args: Any, **kwargs: Any) -> Registry:
+        if cls is Registry:
+            given = uri if uri is not None else os.environ.get("SHIPML_HOME")
+            if isinstance(given, str) and given.startswith("s3://"):
+                from shipml.registry.objects import ObjectRegistry
+
+                return super().__new__(ObjectRegistry)
+        return super().__new__(cls)
 
     def __init__(self, uri: str | Path | None = None) -> None:
         if uri is None:
@@ -121,7 +139,57 @@ class Registry:
         self._files = RegistryFiles(self.root)
 
     def __repr__(self) -> str:
-        return f"Registry({str(self.root)!r})"
+        return f"Registry({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """Where the registry is: its directory, or its object store's URI."""
+        return str(self.root)
+
+    @property
+    def local_directory(self) -> Path | None:
+        """The registry's directory (where local files such as API tokens go); None for an object registry."""
+        return self.root
+
+    def directory(self, mv: ModelVersion) -> Path:
+        """A local directory holding ``mv``'s files (for an object registry: its verified cache entry)."""
+        return mv.fetch() if mv.fetch is not None else mv.path
+
+    # -- the seams an object registry replaces (objects.py) --------------------------------------------------
+    def _transact(self, name: str, body: Callable[[], T]) -> T:
+        """Run ``body`` as one change of the model's records: here under the model's lock (re-entrant)."""
+        with self._files.lock(self._model_dir(name)):
+            return body()
+
+    @contextmanager
+    def _staging(self) -> Iterator[Path]:
+        with self._files.staging() as staging:
+            yield staging
+
+    def _write_move(self, name: str, move: AliasMove, aliases: dict[str, str]) -> None:
+        mdir = self._model_dir(name)
+        self._files.append_line(mdir / HISTORY, orjson.dumps(move.to_dict()))
+        self._files.write_atomic(mdir / ALIASES, orjson.dumps(aliases, option=orjson.OPT_SORT_KEYS))
+
+    def _record_release(self, state: ReleaseState, canary: Canary) -> None:
+        releases.record(self, state, canary)
+
+    def _import_aliases(self, name: str, moves: list[AliasMove], aliases: dict[str, str],
+                        deleted: list[str]) -> int:
+        """Take another registry's alias history, aliases and deleted version numbers for ``name`` (a copy):
+        refused when this registry has another history for it; the number of moves written."""
+        mdir = self._model_dir(name)
+        with self._files.lock(mdir):
+            book = self._ledger_locked(name)
+            for version in deleted:
+                if not book.is_deleted(version):
+                    self._files.append_line(mdir / LEDGER, ledger.deleted(version).to_line())
+            if _same_history(self.alias_history(name), moves, name):
+                return 0
+            for move in moves:
+                self._files.append_line(mdir / HISTORY, orjson.dumps(move.to_dict()))
+            self._files.write_atomic(mdir / ALIASES, orjson.dumps(aliases, option=orjson.OPT_SORT_KEYS))
+        return len(moves)
 
     # -- paths ---------------------------------------------------------------------------------------------
     def _model_dir(self, name: str) -> Path:
@@ -258,7 +326,7 @@ class Registry:
         """Load a version, sealed: its manifest must match the sha256 recorded when it was committed."""
         mv = self.get(ref)
         mv.manifest  # noqa: B018 - refused here, naming the version, when it does not match its record
-        return load_package(mv.path, manifest_sha256=mv.manifest_sha256, **kwargs)
+        return load_package(self.directory(mv), manifest_sha256=mv.manifest_sha256, **kwargs)
 
     # -- writing versions ----------------------------------------------------------------------------------
     def save(self, model: Any, name: str, *, sample: Any, version: str | None = None,
@@ -269,7 +337,7 @@ class Registry:
         if version is not None:
             version = str(Version.parse(version))
             self._refuse_taken(name, version, self._ledger(name), self._present(name))
-        with self._files.staging() as staging:
+        with self._staging() as staging:
             manifest = build_package(model, staging, name, sample, options or BuildOptions())
             return self._commit(staging, manifest, version)
 
@@ -288,7 +356,7 @@ class Registry:
             check_name(name)
         if version is not None:
             version = str(Version.parse(version))
-        with self._files.staging() as staging:
+        with self._staging() as staging:
             target = staging / "pkg"
             manifest = admit_package(directory, target, trusted=trusted)
             update: dict[str, Any] = {"name": check_name(name or manifest.name),
@@ -334,6 +402,26 @@ class Registry:
             if book.is_deleted(str(v)):
                 self._files.remove(self._version_dir(name, str(v)))
 
+    def gc(self, older_than_s: float = STALE_AFTER_S) -> list[str]:
+        """Remove what interrupted writes left behind and no reader can see: staging entries older than
+        ``older_than_s`` (a save in progress is younger), and the files of deletions a crash interrupted.
+        What was removed, one line each."""
+        removed = [f"{STAGING}/{n} (left by an interrupted write)" for n in self._files.sweep_staging(older_than_s)]
+        base = self.root / "models"
+        for name in self._files.listdir(base):
+            try:
+                check_name(name)
+            except InvalidNameError:
+                continue
+            if not self._files.is_dir(base / name):
+                continue
+            with self._files.lock(base / name):
+                book, present = self._ledger_locked(name), self._present(name)
+                finished = [str(v) for v in present if book.is_deleted(str(v))]
+                self._remove_deleted(name, book, present)
+            removed += [f"{name}:{v} (a deletion a crash interrupted)" for v in finished]
+        return removed
+
     def delete(self, ref: str) -> ModelVersion:
         """Delete one version (``name:1.2.0``). Refused while an alias points to it. Its number is never
         given to another version."""
@@ -341,8 +429,9 @@ class Registry:
         if r.name is None or r.version is None:
             raise InvalidNameError(f"delete needs an exact version such as {r.name or 'name'}:1.0.0, got {ref!r}")
         name, version = r.name, r.version
-        mdir = self._require_model(name)
-        with self._files.lock(mdir):
+        self._require_model(name)
+
+        def body() -> ModelVersion:
             book = self._ledger_locked(name)
             if book.is_deleted(version):
                 raise NotFoundError(f"{name}:{version} does not exist (deleted meanwhile?)")
@@ -356,10 +445,21 @@ class Registry:
             if trials:
                 raise ConflictError(f"{name}:{version} is the running canary of {', '.join(trials)}: promote or"
                                     " abort it first")
-            self._files.append_line(mdir / LEDGER, ledger.deleted(version).to_line())
-            path = self._version_dir(name, version)
-            self._files.remove(path)
-        return ModelVersion(name, version, path, book.digest(version))
+            mv = self._entry(name, version, book)
+            self._mark_deleted(name, version)
+            return mv
+
+        mv = self._transact(name, body)
+        self._after_delete(name, version)
+        return mv
+
+    def _mark_deleted(self, name: str, version: str) -> None:
+        """Record the deletion and remove the version's files (the caller holds the model's lock)."""
+        self._files.append_line(self._model_dir(name) / LEDGER, ledger.deleted(version).to_line())
+        self._files.remove(self._version_dir(name, version))
+
+    def _after_delete(self, name: str, version: str) -> None:
+        """What a deletion does once recorded, outside the model's lock (nothing here)."""
 
     # -- aliases -------------------------------------------------------------------------------------------
     def aliases(self, name: str) -> dict[str, str]:
@@ -383,8 +483,9 @@ class Registry:
 
     def _move(self, name: str, alias: str, to: str | None, reason: str | None, expected: Expected, *,
               by: str | None = None, rollback: bool = False) -> AliasMove:
-        mdir = self._require_model(name)
-        with self._files.lock(mdir):
+        self._require_model(name)
+
+        def body() -> AliasMove:
             current = self.aliases(name)
             holder = current.get(alias)
             if not isinstance(expected, _NotGiven) and holder != expected:
@@ -398,9 +499,10 @@ class Registry:
                     raise NotFoundError(f"model {name!r} has no version {to}")
                 current[alias] = to
             move = AliasMove(name, alias, holder, to, now_iso(), by or current_user(), reason, rollback)
-            self._files.append_line(mdir / HISTORY, orjson.dumps(move.to_dict()))
-            self._files.write_atomic(mdir / ALIASES, orjson.dumps(current, option=orjson.OPT_SORT_KEYS))
-        return move
+            self._write_move(name, move, current)
+            return move
+
+        return self._transact(name, body)
 
     def alias_history(self, name: str) -> list[AliasMove]:
         path = self._model_dir(name) / HISTORY
@@ -459,6 +561,16 @@ class Registry:
         if data is None:
             return []
         return records.parse_evaluations(data, self._where(path), lambda v: v == mv.version)
+
+
+def _same_history(have: list[AliasMove], given: list[AliasMove], name: str) -> bool:
+    """True when ``have`` is ``given`` already; False when there is none yet; else ConflictError."""
+    if not have:
+        return False
+    if [m.to_dict() for m in have] == [m.to_dict() for m in given]:
+        return True
+    raise ConflictError(f"model {name!r} has another alias history here already ({len(have)} move(s)); a copy"
+                        " never merges histories, so its aliases were not copied")
 
 
 def _expected(expected: Expected) -> Expected:

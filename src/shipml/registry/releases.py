@@ -324,8 +324,9 @@ def read_log(reg: Registry, name: str, alias: str | None = None) -> list[Canary]
     return found if alias is None else [c for c in found if c.alias == alias]
 
 
-def _record(reg: Registry, state: ReleaseState, canary: Canary) -> None:
-    """Log ``canary`` and make it its alias's canary in a new revision. The caller holds the model's lock."""
+def record(reg: Registry, state: ReleaseState, canary: Canary) -> None:
+    """Log ``canary`` and make it its alias's canary in a new revision, in a local registry's files. The
+    caller holds the model's lock. (:meth:`Registry._record_release` calls it; an object registry has its own.)"""
     new = ReleaseState(state.name, state.revision + 1, {**state.canaries, canary.alias: canary})
     reg._files.append_line(_path(reg, state.name, RELEASES), orjson.dumps(canary.to_dict()))
     reg._files.write_atomic(_path(reg, state.name, RELEASE), orjson.dumps(new.to_dict()))
@@ -343,8 +344,9 @@ def start_canary(reg: Registry, name: str, version: str, *, alias: str, weight: 
     weight = check_weight(weight)
     if not isinstance(limits, CanaryLimits):
         raise BadRequest(f"invalid canary limits: expected CanaryLimits, got {type(limits).__name__}")
-    mdir = reg._require_model(name)
-    with reg._files.lock(mdir):
+    reg._require_model(name)
+
+    def body() -> Canary:
         # NotFoundError when it does not exist or was deleted; IntegrityError when its manifest was edited since
         # it was saved (every server would refuse to load it)
         reg.get(f"{name}:{version}").manifest  # noqa: B018
@@ -354,7 +356,7 @@ def start_canary(reg: Registry, name: str, version: str, *, alias: str, weight: 
                                 " holder, so point the alias at the stable version first")
         if holder == version:
             raise ConflictError(f"{name}:{version} already holds {name}@{alias}: a canary needs another version")
-        state = read_state(reg, name)
+        state = reg.release_state(name)
         running = state.running(alias)
         if running is not None:
             raise ConflictError(f"a canary of {name}@{alias} is running already ({running.version} at"
@@ -362,8 +364,10 @@ def start_canary(reg: Registry, name: str, version: str, *, alias: str, weight: 
                                 " promote or abort it first")
         canary = Canary(_new_id(), name, alias, version, holder, weight, limits, "running", now_iso(),
                         by or current_user(), reason=reason)
-        _record(reg, state, canary)
-    return canary
+        reg._record_release(state, canary)
+        return canary
+
+    return reg._transact(name, body)
 
 
 def _not_running(name: str, alias: str, last: Canary | None) -> str:
@@ -378,10 +382,11 @@ def end_canary(reg: Registry, name: str, *, alias: str, outcome: Outcome, reason
     check_alias(alias)
     if outcome not in get_args(Outcome):
         raise BadRequest(f"a canary ends 'aborted' or 'promoted', not {outcome!r}")
-    mdir = reg._require_model(name)
+    reg._require_model(name)
     by = by or current_user()
-    with reg._files.lock(mdir):
-        state = read_state(reg, name)
+
+    def body() -> Canary:
+        state = reg.release_state(name)
         canary = state.running(alias)
         if canary is None:
             raise ConflictError(_not_running(name, alias, state.canaries.get(alias)))
@@ -398,16 +403,19 @@ def end_canary(reg: Registry, name: str, *, alias: str, outcome: Outcome, reason
                 why = f"canary {canary.id} promoted" + (f": {reason}" if reason else "")
                 reg._move(name, alias, canary.version, why, canary.stable, by=by)
         ended = replace(canary, state=outcome, ended_at=now_iso(), ended_by=by, reason=reason)
-        _record(reg, state, ended)
-    return ended
+        reg._record_release(state, ended)
+        return ended
+
+    return reg._transact(name, body)
 
 
 def rollback(reg: Registry, name: str, *, alias: str, reason: str | None, by: str | None) -> Rollback:
     check_name(name)
     check_alias(alias)
-    mdir = reg._require_model(name)
+    reg._require_model(name)
     by = by or current_user()
-    with reg._files.lock(mdir):
+
+    def body() -> Rollback:
         holder = reg.aliases(name).get(alias)
         if holder is None:
             raise NotFoundError(f"model {name!r} has no alias {alias!r}")
@@ -417,11 +425,13 @@ def rollback(reg: Registry, name: str, *, alias: str, reason: str | None, by: st
         if target is None:
             raise ConflictError(f"{name}@{alias} has no earlier holder to roll back to")
         move = reg._move(name, alias, target, reason, holder, by=by, rollback=True)
-        state = read_state(reg, name)
+        state = reg.release_state(name)
         running = state.running(alias)
         aborted = None
         if running is not None:
             aborted = replace(running, state="aborted", ended_at=move.at, ended_by=by,
                               reason="rollback" + (f": {reason}" if reason else ""))
-            _record(reg, state, aborted)
-    return Rollback(move, aborted)
+            reg._record_release(state, aborted)
+        return Rollback(move, aborted)
+
+    return reg._transact(name, body)

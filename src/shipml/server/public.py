@@ -81,7 +81,7 @@ def _reason(ref: str, exc: BaseException, registry: Registry) -> str:
 def _manifest_readable(ref: Ref, registry: Registry) -> bool:
     """Whether the manifest of ``ref`` reads well (then a ManifestError came from its runtime)."""
     try:
-        read_manifest(ref.path if ref.path is not None else registry.get(ref).path)
+        read_manifest(ref.path if ref.path is not None else registry.directory(registry.get(ref)))
     except (ShipmlError, OSError):
         return False
     return True

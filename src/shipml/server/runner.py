@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from shipml.errors import SpecError
 from shipml.registry.registry import Registry
 from shipml.server.app import ShipmlApp
 from shipml.spec import DeploymentSpec
@@ -104,7 +105,10 @@ def build_parts(spec: DeploymentSpec, registry: Registry | None = None) -> tuple
         return app, None
     from shipml.server.auth import TokenGate, TokenStore, default_token_path
 
-    store = TokenStore(spec.auth.tokens_file or default_token_path(app.registry.root))
+    if spec.auth.tokens_file is None and app.registry.local_directory is None:
+        raise SpecError(f"auth.tokens_file is needed with a registry in an object store ({app.registry.location}):"
+                        " tokens live in a local file")
+    store = TokenStore(spec.auth.tokens_file or default_token_path(app.registry.local_directory))
     only = spec.endpoints[0].name if len(spec.endpoints) == 1 else None
     return app, TokenGate(store, metrics_auth=spec.auth.metrics_auth, default_model=only,
                           open_docs=spec.auth.open_docs, on_refused=app.count_refused)

@@ -81,7 +81,7 @@ class ModelService:
                 if ref in self.preloaded:
                     continue
                 try:
-                    manifests.append(read_manifest(self.registry.get(ref).path))
+                    manifests.append(read_manifest(self.registry.directory(self.registry.get(ref))))
                 except (ShipmlError, OSError):
                     return  # loading will say what is wrong with it
         runtimes = {m.runtime.name for m in manifests}
