@@ -64,8 +64,9 @@ def _reference(ctx: Context, ref: str) -> Reference:
     parsed = Ref.parse(ref)
     if parsed.path is not None:
         return Reference.from_package(parsed.path)
-    version = ctx.registry().get(parsed)
-    return Reference.from_package(version.path, version.manifest)
+    registry = ctx.registry()
+    version = registry.get(parsed)
+    return Reference.from_package(registry.directory(version), version.manifest)
 
 
 def _num(value: float, digits: int = 3) -> str:

@@ -428,18 +428,19 @@ def monitor(registry: Registry, ref: str, directory: str | Path, *, since: float
         if not candidates:
             raise NotFoundError(f"the log holds versions {', '.join(logged)} of {name!r}, none of them in {registry}")
         chosen = registry.get(Ref(name=name, version=candidates[-1]))
-    reference = reference_of(chosen)
+    reference = reference_of(chosen, registry.directory(chosen))
     return collect(directory, reference, ref=str(parsed), version=chosen.version if pinned else None,
                    since=since, until=until, now=now, max_buckets=max_buckets)
 
 
-def reference_of(version: ModelVersion) -> Reference:
+def reference_of(version: ModelVersion, directory: Path | None = None) -> Reference:
     """The drift reference of a stored version: its manifest and its profile, the profile's bytes checked
-    against the sha256 its manifest records (no model is loaded)."""
+    against the sha256 its manifest records (no model is loaded). ``directory``: where the version's files are
+    (``Registry.directory``: an object registry's cache); default: the version's own path."""
     manifest = version.manifest
     entries = {a.path: a for a in manifest.artifacts}
     try:
-        profile = orjson.loads(Artefacts(version.path, entries, (), manifest.ref).read_bytes(PROFILE))
+        profile = orjson.loads(Artefacts(directory or version.path, entries, (), manifest.ref).read_bytes(PROFILE))
     except (IntegrityError, orjson.JSONDecodeError):
         profile = None
     return Reference.from_manifest(manifest, profile)
