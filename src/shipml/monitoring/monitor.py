@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shipml.batching.merge import offsets
 from shipml.errors import ShipmlError
 from shipml.monitoring.alerts import AlertEvaluator, AlertEvent, AlertKey, Figures
 from shipml.monitoring.counts import Counts, Window
@@ -238,25 +239,26 @@ class Monitor:
         latency: list[float] = []
         rows = 0
         for served in group:
-            answered = [i for i, result in enumerate(served.results) if not isinstance(result, BaseException)]
-            if not answered:
-                continue
+            results, requests, own_spans, done = served.results, served.requests, served.spans, served.done
             table = served.table
-            if len(answered) < len(served.spans):
-                table = table.take(np.concatenate([np.arange(*served.spans[i]) for i in answered]))
+            if any(isinstance(result, BaseException) for result in results):  # rare: keep the answered ones
+                answered = [i for i, result in enumerate(results) if not isinstance(result, BaseException)]
+                if not answered:
+                    continue
+                table = table.take(np.concatenate([np.arange(*own_spans[i]) for i in answered]))
+                results = [results[i] for i in answered]
+                requests = [requests[i] for i in answered]
+                own_spans = list(offsets([own_spans[i][1] - own_spans[i][0] for i in answered]))
             tables.append(table)
             if table.dense is not None:
                 matrices.append(table.dense)
-            for i in answered:
-                lo, hi = served.spans[i]
-                predicted, proba = served.results[i]
-                predictions.append(predicted)
-                probabilities.append(proba)
-                spans.append((rows, rows + hi - lo))
-                rows += hi - lo
-                tag = served.requests[i].tag
-                tags.append(tag)
-                latency.append(served.done - tag[3] if tag is not None else 0.0)
+            predictions.extend([result[0] for result in results])
+            probabilities.extend([result[1] for result in results])
+            spans.extend([(rows + lo, rows + hi) for lo, hi in own_spans])
+            rows += table.n_rows
+            batch_tags = [request.tag for request in requests]
+            tags.extend(batch_tags)
+            latency.extend([done - tag[3] if tag is not None else 0.0 for tag in batch_tags])
         if not rows:
             return
         now = group[-1].wall
@@ -281,17 +283,20 @@ class Monitor:
         """Index the predictions by request id, for feedback (one small tuple per request, the arrays shared)."""
         limit = self.spec.performance.index_rows
         chunk = _Chunk(watched, predictions, probabilities)
+        watched.endpoints.update({tag[1] for tag in tags if tag is not None})
         with self._index_lock:
             index = self._index
+            added = 0
             for tag, (lo, hi) in zip(tags, spans, strict=True):
                 if tag is None:
                     continue
-                watched.endpoints.add(tag[1])
-                previous = index.pop(tag[0], None)
-                if previous is not None:
-                    self._index_rows -= previous[2] - previous[1]
-                index[tag[0]] = (chunk, lo, hi)
-                self._index_rows += hi - lo
+                request_id = tag[0]
+                if request_id in index:  # an id given again (a client's own): the newest prediction wins
+                    _, old_lo, old_hi = index.pop(request_id)
+                    added -= old_hi - old_lo
+                index[request_id] = (chunk, lo, hi)
+                added += hi - lo
+            self._index_rows += added
             while self._index_rows > limit and index:
                 _, (_, lo, hi) = index.popitem(last=False)
                 self._index_rows -= hi - lo
