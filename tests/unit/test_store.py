@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -120,10 +121,13 @@ _SEGMENT = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,20}", fullmatch=True).fi
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(_SEGMENT, min_size=1, max_size=4), data=st.binary(max_size=64))
 def test_any_valid_key_round_trips(store: Store, parts: list[str], data: bytes) -> None:
-    key = "/".join(["h", *parts])
+    # a fresh prefix per example: a local store cannot hold a file where an earlier example left a directory
+    # ("h/l" after "h/l/x"), and the registry never lays keys out that way
+    prefix = f"h/{uuid.uuid4().hex}"
+    key = "/".join([prefix, *parts])
     store.put(key, data)
     assert store.get(key).data == data  # type: ignore[union-attr]
-    assert key in store.keys("h/")
+    assert key in store.keys(prefix + "/")
     store.delete(key)
     assert store.get(key) is None
 

@@ -18,7 +18,6 @@ Where: ``$SHIPML_CACHE``, else ``$XDG_CACHE_HOME/shipml``, else ``~/.cache/shipm
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipml.errors import IntegrityError
+from shipml.package.loaded import sha256_file
 from shipml.package.manifest import MANIFEST, manifest_digest
 from shipml.registry.local import fsync_dir, fsync_tree
 
@@ -57,14 +57,6 @@ def _max_bytes() -> int:
 class CachedFile:
     sha256: str
     size: int
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class VersionCache:
@@ -102,7 +94,7 @@ class VersionCache:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if not download(rel, dest):
                     raise IntegrityError(f"{what}: its file {rel} is missing from the store")
-                if dest.stat().st_size != expect.size or _sha256(dest) != expect.sha256:
+                if dest.stat().st_size != expect.size or sha256_file(dest) != expect.sha256:
                     raise IntegrityError(f"{what}: its file {rel} does not match the sha256 recorded when it was"
                                          " saved (changed in the store since); refusing to use it")
             if manifest_digest((tmp / MANIFEST).read_bytes()) != digest:

@@ -48,6 +48,7 @@ import orjson
 
 from shipml.errors import AlreadyExistsError, BadRequest, ConflictError, InvalidNameError, NotFoundError, ShipmlError
 from shipml.package.lineage import current_user, now_iso
+from shipml.package.loaded import sha256_file
 from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, write_manifest
 from shipml.registry import records, releases
 from shipml.registry.cache import STALE_AFTER_S, CachedFile, VersionCache
@@ -73,14 +74,6 @@ class _Transaction:
     token: str | None
     dirty: bool = False
     commits: dict[str, tuple[str, str]] | None = None  # the versions' commits, listed once per transaction
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ObjectRegistry(Registry):
@@ -431,7 +424,7 @@ class ObjectRegistry(Registry):
         for path in sorted(p for p in staging.rglob("*") if p.is_file() and not p.is_symlink()):
             rel = path.relative_to(staging).as_posix()
             check_key(rel)
-            files[rel] = {"sha256": _sha256(path), "size": path.stat().st_size}
+            files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
         prefix = self._key(name, "packages", version)
         try:
             for rel in files:
