@@ -58,7 +58,7 @@ _W = TypeVar("_W", LabelWindow, ScoreWindow)
 
 log = logging.getLogger("shipml.monitoring")
 
-TICK_S = 0.2
+TICK_S = 0.05
 #: Batches waiting for the monitor's thread, at most (each is one merged batch: many requests under load).
 MAX_PENDING = 10_000
 
