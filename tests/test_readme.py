@@ -10,6 +10,8 @@ A shell block whose first line is ``# needs: WHAT`` needs what a test machine ma
 
 - ``podman``: run when podman is installed (with a local base image, as in tests/e2e/test_container.py), skipped
   otherwise; on CI (CI=true) podman must be there.
+- ``an S3 bucket``: run against a real S3-protocol server (moto on 127.0.0.1, as in the S3 registry's tests) with
+  a bucket ``team-models``, its address and test credentials in the environment as a user sets them.
 - ``a Kubernetes cluster``: not run; its lines must be ``kubectl apply -k DIR``, and the manifests in DIR (written
   by an earlier block) are validated strictly against the Kubernetes schemas instead.
 - ``a fresh clone of this repository``: not run (``make test`` runs this test, ``make demo`` serves until
@@ -37,6 +39,7 @@ import yaml
 
 from tests.e2e import podman
 from tests.e2e.server_process import free_port
+from tests.s3_support import S3Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -45,6 +48,7 @@ README = REPO / "README.md"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 NEEDS = re.compile(r"\A# needs: ([^(\n]+?)\s*(\(.*\))?\s*$")
 IMAGE_PODMAN = "registry.example.com/ml/cancer:1.0.0"  # what the README's podman block builds and runs
+BUCKET = "team-models"  # what the README's S3 block uses
 CONTAINER = "cancer"
 
 
@@ -216,8 +220,17 @@ def check_not_run(block: Block, need: str) -> None:
             pytest.fail(f"README line {block.line}: unknown need {need!r}")
 
 
-def test_every_readme_block_runs_as_written(work: Path, env: dict[str, str],
-                                            podman_env: dict[str, str] | None) -> None:
+def bucket_env(server: S3Server, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the S3 server's address and credentials (and no others), its bucket ``team-models`` made."""
+    client = server.client()
+    if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=BUCKET)
+    cleaned = {k: v for k, v in env.items() if k not in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3")}
+    return {**cleaned, **server.env(), "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+
+def test_every_readme_block_runs_as_written(work: Path, env: dict[str, str], podman_env: dict[str, str] | None,
+                                            s3_server: S3Server) -> None:
     port = str(free_port())
     found = blocks(README.read_text(encoding="utf-8"))
     assert [b.lang for b in found].count("python") >= 1 and [b.lang for b in found].count("sh") >= 4
@@ -243,6 +256,9 @@ def test_every_readme_block_runs_as_written(work: Path, env: dict[str, str],
                     continue
                 done = run_script(script(Block("sh", text, block.line), work), work,
                                   {**podman_env, **{k: env[k] for k in ("SHIPML_HOME", "PATH")}}, timeout=1800)
+            elif need == "an S3 bucket":
+                done = run_script(script(Block("sh", text, block.line), work), work, bucket_env(s3_server, env),
+                                  timeout=600)
             elif need is not None:
                 check_not_run(block, need)
                 if need == "a Kubernetes cluster":

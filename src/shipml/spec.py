@@ -69,7 +69,7 @@ class ServerSpec(_Strict):
                             " shipml[compiled]")
     follow_interval_s: float = Field(1.0, gt=0, le=3600, description=(
         "how often a server reads the registry's aliases and release state of the models it follows (two small"
-        " files per model; nothing is read per request)"))
+        " files per model; one small object in an S3 registry; nothing is read per request)"))
     http: Literal["uvicorn", "granian"] = Field(
         "granian", description="HTTP server: granian (HTTP parsed in Rust, the app called through RSGI: about half"
                                " the time per request outside the app), or uvicorn (uvloop + httptools, ASGI)")

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -171,3 +172,74 @@ def test_any_alias_or_model_name_is_stored_exactly_or_refused_storing_nothing(
             assert name == "m" or found == {}  # the aliases of a model that does not exist: none
     if name != "m":
         assert snapshot_of(registry) == before
+
+
+class CountingStore:
+    """The registry's store, with every request it is asked for recorded (method, key)."""
+
+    def __init__(self, store: object) -> None:
+        self.inner = store
+        self.calls: list[tuple[str, str]] = []
+
+    def describe(self) -> str:
+        return self.inner.describe()  # type: ignore[attr-defined,no-any-return]
+
+    def __getattr__(self, method: str) -> object:
+        found = getattr(self.inner, method)
+
+        def call(key: str, *args: object) -> object:
+            self.calls.append((method, key))
+            return found(key, *args)
+
+        return call
+
+
+def test_a_cached_version_loads_after_one_small_read(reg: ObjectRegistry) -> None:
+    reg.load("m@production")
+    reg.load("m:1.1.0")
+    counting = CountingStore(reg.store)
+    again = ObjectRegistry(store=counting, cache=reg._cache)  # type: ignore[arg-type]
+    for ref, version in [("m@production", "1.0.0"), ("m:1.1.0", "1.1.0")]:
+        counting.calls.clear()
+        assert again.load(ref).version == version
+        assert counting.calls == [("get", "models/m/state.json")], ref
+    counting.calls.clear()  # the newest version: the commits are listed too
+    assert again.load("m").version == "1.1.0"
+    assert counting.calls == [("get", "models/m/state.json"), ("keys", "models/m/versions/")]
+
+
+def test_a_seal_never_outlives_a_deletion_or_points_elsewhere(reg: ObjectRegistry) -> None:
+    reg.load("m:1.0.0")
+    reg.set_alias("m", "production", "1.1.0")
+    reg.delete("m:1.0.0")
+    with pytest.raises(NotFoundError, match="was deleted"):
+        reg.load("m:1.0.0")  # cached, sealed, and still refused
+    found = reg.store.get("models/m/state.json")
+    assert found is not None
+    doc = orjson.loads(found.data)
+    doc["seals"]["1.1.0"] = doc["seals"]["1.0.0"]  # an edited state: 1.1.0 pointed at 1.0.0's package
+    reg.store.put("models/m/state.json", orjson.dumps(doc))
+    with pytest.raises(IntegrityError) as exc:  # 1.0.0's package is in this cache
+        reg.load("m@production")
+    assert "m:1.1.0: the registry's records point to a package of m:1.0.0" in one_line(exc.value)
+    with pytest.raises(IntegrityError) as exc:  # and not in this one: the commit named does not exist
+        same_store_new_cache(reg, reg._cache.root.parent / "other-cache").load("m@production")
+    assert "m:1.1.0: its commit s3://" in one_line(exc.value) and "is missing" in one_line(exc.value)
+
+
+def test_a_snapshot_reads_each_state_once_and_a_change_afresh(reg: ObjectRegistry) -> None:
+    reg.load("m@production")
+    counting = CountingStore(reg.store)
+    again = ObjectRegistry(store=counting, cache=reg._cache)  # type: ignore[arg-type]
+    with again.snapshot():  # what a server's refresh reads: aliases, the version, the release state
+        assert again.aliases("m")["production"] == "1.0.0"
+        assert again.get("m@production").version == "1.0.0"
+        assert again.release_state("m").canaries == {}
+        assert counting.calls == [("get", "models/m/state.json")]
+        again.set_alias("m", "production", "1.1.0")
+        assert again.aliases("m")["production"] == "1.1.0"
+    assert again.aliases("m")["production"] == "1.1.0"
+    counting.calls.clear()
+    again.aliases("m")
+    again.aliases("m")
+    assert counting.calls == [("get", "models/m/state.json")] * 2  # outside a snapshot: every read is fresh

@@ -27,22 +27,22 @@ def registry_group() -> None:
 @click.pass_obj
 @handle_errors
 def copy(ctx: Context, source: str, destination: str, names: tuple[str, ...]) -> None:
-    """Copy models with every version (verified, golden sample re-run), evaluation and alias move from
-    SOURCE to DESTINATION. Resumable: what DESTINATION holds already, the same, is skipped."""
+    """Copy models with every version (verified, golden sample re-run), evaluation, alias move and canary
+    record from SOURCE to DESTINATION. Resumable: what DESTINATION holds already, the same, is skipped."""
     from shipml.registry.copying import copy_models
 
     src, dst = Registry(source), Registry(destination)
     report = copy_models(src, dst, list(names) or None)
     if ctx.as_json:
         emit_json({"source": src.location, "destination": dst.location, "copied": report.copied,
-                   "skipped": report.skipped, "alias_moves": report.moves})
+                   "skipped": report.skipped, "alias_moves": report.moves, "canaries": report.releases})
         return
     for ref in report.copied:
         click.echo(f"copied {ref}")
     for ref in report.skipped:
         click.echo(f"skipped {ref} (already there, the same)")
     for name, moves in report.moves.items():
-        click.echo(f"{name}: {moves} alias move(s) copied")
+        click.echo(f"{name}: {moves} alias move(s), {report.releases.get(name, 0)} canary record(s) copied")
 
 
 @click.command("gc")

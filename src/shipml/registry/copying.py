@@ -2,10 +2,12 @@
 and re-admitted like an import (hashes checked, loaded, golden sample re-run), its evaluations, the deleted
 version numbers (never to be reused there either), then the aliases with their whole history.
 
+Then the release log (every canary, running or ended) and the release state it leads to: a running canary
+is copied running, so servers started from the destination take it up where it stands.
+
 A copy is resumable: a version the destination holds already is skipped when its artefacts are the same
-(ConflictError when they differ), and a history the destination has already is left as it is when it is the
-same (ConflictError when it differs: histories are never merged). The release state (canary records) is not
-copied: a canary is an operation of one registry's servers, not part of a model's history.
+(ConflictError when they differ), and a history (of aliases, of releases) the destination has already is left
+as it is when it is the same (ConflictError when it differs: histories are never merged).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from shipml.errors import ConflictError, NotFoundError
 from shipml.registry.names import check_name
 from shipml.registry.registry import ModelVersion, Registry
+from shipml.registry.releases import Canary, ReleaseState
 
 __all__ = ["CopyReport", "copy_models"]
 
@@ -25,6 +28,7 @@ class CopyReport:
     copied: list[str] = field(default_factory=list)  # refs written to the destination
     skipped: list[str] = field(default_factory=list)  # refs the destination held already, the same
     moves: dict[str, int] = field(default_factory=dict)  # model -> alias moves written
+    releases: dict[str, int] = field(default_factory=dict)  # model -> canary records written
 
 
 def _artefacts(mv: ModelVersion) -> list[tuple[str, str]]:
@@ -50,10 +54,32 @@ def copy_models(src: Registry, dst: Registry, names: Sequence[str] | None = None
                                         " of it was copied")
                 report.skipped.append(mv.ref)
                 continue
-            new = dst.add_package(src.directory(mv), name, mv.version, trusted=manifest.trust.required)
+            new = dst.add_package(src.directory(mv), name, mv.version, trusted=manifest.trust.required,
+                                  manifest_sha256=mv.manifest_sha256)
             for record in src.evaluations(mv):
                 dst.record_evaluation(new, {k: v for k, v in record.items() if k != "version"})
             report.copied.append(new.ref)
         deleted = [r.version for r in book.records if r.event == "deleted"]
         report.moves[name] = dst._import_aliases(name, src.alias_history(name), src.aliases(name), deleted)
+        report.releases[name] = _copy_releases(dst, name, src.release_history(name))
     return report
+
+
+def _copy_releases(dst: Registry, name: str, log: list[Canary]) -> int:
+    """Replay ``log`` (another registry's release log of ``name``) into ``dst``, where the model has no release
+    log yet: each record logged and made its alias's latest canary, as when it happened. The records written."""
+
+    def body() -> int:
+        have = dst.release_history(name)
+        if [c.to_dict() for c in have] == [c.to_dict() for c in log]:
+            return 0
+        if have:
+            raise ConflictError(f"model {name!r} has another release log here already ({len(have)} record(s)); a"
+                                " copy never merges histories, so its canaries were not copied")
+        state = ReleaseState(name)
+        for canary in log:
+            dst._record_release(state, canary)
+            state = ReleaseState(name, state.revision + 1, {**state.canaries, canary.alias: canary})
+        return len(log)
+
+    return dst._transact(name, body)

@@ -10,8 +10,9 @@ Layout under the store's root (``s3://bucket/prefix``)::
                                                  name carries the manifest's sha256 (the ledger): one LIST
                                                  gives every committed version and its seal
     models/<name>/state.json                     aliases, their whole history, release state and its log, the
-                                                 deleted versions: one object, changed by compare-and-set on
-                                                 its ETag (If-Match), so a change and its history line land
+                                                 deleted versions, and the seals (version -> manifest sha256)
+                                                 of committed versions: one object, changed by compare-and-set
+                                                 on its ETag (If-Match), so a change and its history line land
                                                  together or not at all
     models/<name>/evaluations/<at>-<id>.json     one evaluation record each
 
@@ -25,7 +26,11 @@ then judged against the new state). The state carries a fresh ``txid`` on every 
 was lost (and whose retry was refused) is recognised as ours by reading it back.
 
 Versions are read through the local :class:`~shipml.registry.cache.VersionCache`: downloaded once, verified,
-and loaded from there, with the same hash checks as a local registry.
+and loaded from there, with the same hash checks as a local registry. A save copies its seal into the state
+after its commit (best effort: a save killed in between leaves the commit as the only record), and an alias
+move or a canary copies its version's seal there too, so ``name@alias`` and ``name:x.y.z`` resolve from the
+state alone: a cached version loads after that one small read. A version without a seal in the state (or the
+bare ``name``, the newest one) is resolved from the listing of the commits as well.
 """
 
 from __future__ import annotations
@@ -46,7 +51,15 @@ from typing import Any
 
 import orjson
 
-from shipml.errors import AlreadyExistsError, BadRequest, ConflictError, InvalidNameError, NotFoundError, ShipmlError
+from shipml.errors import (
+    AlreadyExistsError,
+    BadRequest,
+    ConflictError,
+    IntegrityError,
+    InvalidNameError,
+    NotFoundError,
+    ShipmlError,
+)
 from shipml.package.lineage import current_user, now_iso
 from shipml.package.loaded import sha256_file
 from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, write_manifest
@@ -111,12 +124,32 @@ class ObjectRegistry(Registry):
         return f"{self.location.rstrip('/')}/{key}"
 
     # -- the model's state (state.json) --------------------------------------------------------------------
-    def _read_state(self, name: str) -> tuple[dict[str, Any], str | None]:
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Inside this block (this thread) each model's state is read once and reused by every read."""
+        if getattr(self._tx, "views", None) is not None:
+            yield
+            return
+        self._tx.views = {}
+        try:
+            yield
+        finally:
+            self._tx.views = None
+
+    def _read_state(self, name: str, *, fresh: bool = False) -> tuple[dict[str, Any], str | None]:
+        views: dict[str, tuple[dict[str, Any], str | None]] | None = getattr(self._tx, "views", None)
+        if views is not None and not fresh and name in views:
+            doc, token = views[name]
+            return dict(doc), token
         key = self._key(name, STATE)
         found = self.store.get(key)
         if found is None:
-            return {}, None
-        return records.json_object(found.data, self._at(key), "of the model's state"), found.token
+            out: tuple[dict[str, Any], str | None] = ({}, None)
+        else:
+            out = records.json_object(found.data, self._at(key), "of the model's state"), found.token
+        if views is not None and not fresh:
+            views[name] = (dict(out[0]), out[1])
+        return out
 
     def _state(self, name: str) -> dict[str, Any] | None:
         """The state document: the open transaction's (for this model), else read now; None if none exists."""
@@ -153,11 +186,14 @@ class ObjectRegistry(Registry):
             if tx.name != name:
                 raise ShipmlError(f"internal error: a change of model {name!r} inside one of {tx.name!r}")
             return body()
+        views = getattr(self._tx, "views", None)
+        if views is not None:  # a snapshot's reads after this change read it afresh
+            views.pop(name, None)
         key = self._key(name, STATE)
         deadline = time.monotonic() + DEADLINE_S
         pause = 0.005
         for _ in range(MAX_ATTEMPTS):
-            doc, token = self._read_state(name)
+            doc, token = self._read_state(name, fresh=True)
             tx = _Transaction(name, doc, token)
             self._tx.current = tx
             try:
@@ -202,7 +238,8 @@ class ObjectRegistry(Registry):
         doc = self._state(name)
         found = self._part(doc, "release", dict, name)
         if not found:
-            self._require_model(name)
+            if doc is None:  # a state exists only for a model saved here
+                self._require_model(name)
             return ReleaseState(check_name(name))
         return releases.parse_state(orjson.dumps(found), name, self._at(self._key(name, STATE)) + " release")
 
@@ -229,9 +266,22 @@ class ObjectRegistry(Registry):
         tx = self._open(name)
         tx.doc["history"] = [*self._part(tx.doc, "history", list, name), move.to_dict()]
         tx.doc["aliases"] = dict(sorted(aliases.items()))
+        self._seal(name, move.to_version)
+
+    def _seal(self, name: str, *versions: str | None) -> None:
+        """Copy the commits' seals of ``versions`` into the state (inside a transaction)."""
+        tx = self._open(name)
+        seals = dict(self._part(tx.doc, "seals", dict, name))
+        book = self._ledger(name)
+        for version in versions:
+            digest = book.digest(version) if version is not None else None
+            if version is not None and digest is not None:
+                seals[version] = digest
+        tx.doc["seals"] = dict(sorted(seals.items()))
 
     def _record_release(self, state: ReleaseState, canary: Canary) -> None:
         tx = self._open(state.name)
+        self._seal(state.name, canary.version, canary.stable)
         new = ReleaseState(state.name, state.revision + 1, {**state.canaries, canary.alias: canary})
         tx.doc["releases"] = [*self._part(tx.doc, "releases", list, state.name), canary.to_dict()]
         tx.doc["release"] = new.to_dict()
@@ -246,6 +296,7 @@ class ObjectRegistry(Registry):
         def body() -> int:
             tx = self._open(name)
             tx.doc["deleted"] = sorted({*self._deleted(name), *deleted}, key=Version.parse)
+            self._seal(name, *aliases.values())
             if _same_history(self.alias_history(name), moves, name):
                 return 0
             tx.doc["history"] = [m.to_dict() for m in moves]
@@ -268,17 +319,36 @@ class ObjectRegistry(Registry):
 
     # -- versions --------------------------------------------------------------------------------------------
     def get(self, ref: str | Ref) -> ModelVersion:
-        """As :meth:`Registry.get`, from one read of the model's state and one listing of its commits (a
-        cached version then loads with no other request)."""
+        """As :meth:`Registry.get`: ``name@alias`` or ``name:x.y.z`` from one read of the model's state when it
+        holds the version's seal (a cached version then loads with no other request), else with one listing of
+        the commits as well."""
         r = Ref.parse(ref) if isinstance(ref, str) else ref
         if r.name is None or r.path is not None or getattr(self._tx, "current", None) is not None:
             return super().get(r)
         doc, token = self._read_state(r.name)
         self._tx.current = _Transaction(r.name, doc, token)  # a read-only view: never written
         try:
-            return super().get(r)
+            return self._sealed(r.name, r) or super().get(r)
         finally:
             self._tx.current = None
+
+    def _sealed(self, name: str, r: Ref) -> ModelVersion | None:
+        """``r`` resolved from the state alone, when it names a version (or an alias of one) the state holds a
+        seal of and does not list as deleted; None otherwise (the caller lists the commits)."""
+        if r.alias is not None:
+            version = self.aliases(name).get(r.alias)
+        elif r.version is not None:
+            version = str(Version.parse(r.version))
+        else:
+            return None
+        digest = self._part(self._state(name), "seals", dict, name).get(version)
+        if version is None or version in self._deleted(name):
+            return None
+        if not (isinstance(digest, str) and len(digest) == _SHA256_HEX and all(c in "0123456789abcdef"
+                                                                               for c in digest)):
+            return None
+        return ModelVersion(name, version, self._cache.entry(digest), digest,
+                            fetch=lambda: self._fetch(name, version, digest))
 
     def _commits(self, name: str) -> dict[str, tuple[str, str]]:
         """Commit key -> (version, manifest sha256), from one LIST (once per transaction)."""
@@ -342,7 +412,10 @@ class ObjectRegistry(Registry):
         key = self._key(name, "versions", f"{version}_{digest}")
         commit = self.store.get(key)
         if commit is None:
-            raise NotFoundError(f"{name}:{version} was deleted")
+            if version in self._deleted(name):
+                raise NotFoundError(f"{name}:{version} was deleted")
+            raise IntegrityError(f"{name}:{version}: its commit {self._at(key)} is missing (the registry's records"
+                                 " were edited, or the version deleted by hand); refusing to use it")
         files = self._commit_files(commit.data, self._at(key))
         prefix = self._key(name, "packages", version)
         return self._cache.fill(digest, files, lambda rel, dest: self.store.download(f"{prefix}/{rel}", dest),
@@ -447,6 +520,8 @@ class ObjectRegistry(Registry):
             for key in self.store.keys(prefix + "/"):  # garbage no reader can see; cleaned as a courtesy
                 self.store.delete(key)
             raise
+        with suppress(ShipmlError):  # the version exists now; without its seal in the state it is listed
+            self._transact(name, lambda: self._seal(name, version))
         return ModelVersion(name, version, self._cache.entry(digest), digest,
                             fetch=lambda: self._fetch(name, version, digest))
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -93,10 +93,14 @@ class ModelVersion:
             raise IntegrityError(self.problem)
         directory = self.fetch() if self.fetch is not None else self.path  # its own errors name the file
         try:
-            return read_manifest(directory, self.manifest_sha256)
+            manifest = read_manifest(directory, self.manifest_sha256)
         except IntegrityError:
             raise IntegrityError(f"{self.ref}: its {MANIFEST} does not match the sha256 the registry recorded"
                                  " when it was saved (edited or corrupted since); refusing to use it") from None
+        if (manifest.name, manifest.version) != (self.name, self.version):
+            raise IntegrityError(f"{self.ref}: the registry's records point to a package of"
+                                 f" {manifest.name}:{manifest.version} (records edited since); refusing to use it")
+        return manifest
 
     def __str__(self) -> str:
         return self.ref
@@ -154,6 +158,12 @@ class Registry:
     def directory(self, mv: ModelVersion) -> Path:
         """A local directory holding ``mv``'s files (for an object registry: its verified cache entry)."""
         return mv.fetch() if mv.fetch is not None else mv.path
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A block whose reads of a model's records (in this thread) may share one read: an object registry
+        reads each model's state once inside it (a server's refresh: aliases and release state together). A
+        local registry reads its small files each time, as outside it. Changes always read afresh."""
+        return nullcontext()
 
     # -- the seams an object registry replaces (objects.py) --------------------------------------------------
     def _transact(self, name: str, body: Callable[[], T]) -> T:
@@ -343,13 +353,14 @@ class Registry:
 
     def add_package(self, directory: Path, name: str | None = None, version: str | None = None, *,
                     trusted: bool = False, tags: dict[str, str] | None = None,
-                    description: str | None = None) -> ModelVersion:
+                    description: str | None = None, manifest_sha256: str | None = None) -> ModelVersion:
         """Copy a package directory (an export, or another registry's version) in as a new version.
 
         Nothing in its manifest is trusted: its files are verified, it is loaded and its golden sample re-run from
         a private copy, and a package whose runtime or files need trust is refused unless ``trusted``. The new
         version records the trust decision made now and the artefacts really copied. ``tags`` are added to its
-        own; ``description`` replaces its own."""
+        own; ``description`` replaces its own. ``manifest_sha256``: the digest another registry recorded for the
+        manifest (a copy of its version): it must match, and the files are judged as that registry judges them."""
         from shipml.package.admit import admit_package
 
         if name is not None:
@@ -358,7 +369,7 @@ class Registry:
             version = str(Version.parse(version))
         with self._staging() as staging:
             target = staging / "pkg"
-            manifest = admit_package(directory, target, trusted=trusted)
+            manifest = admit_package(directory, target, trusted=trusted, manifest_sha256=manifest_sha256)
             update: dict[str, Any] = {"name": check_name(name or manifest.name),
                                       "tags": {**manifest.tags, **(tags or {})}}
             if description is not None:

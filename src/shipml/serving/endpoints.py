@@ -7,11 +7,12 @@ state or the new one, never half of each.
 
 :class:`Follower` turns the spec and the registry into that state: at start, and then about once a second for
 endpoints that follow aliases. It reads each followed model's ``aliases.json`` and ``release.json`` (two small
-files; nothing is read per request), and when they changed it loads what is new (golden check, warm-up), swaps,
-and releases what is no longer used (unloaded once its requests are answered). A version that fails to load is
-never switched to: the old one keeps serving, the failure is logged, counted (``shipml_model_swaps_total``) and
-shown by ``/admin/releases``, and that version is not tried again until the alias names another one. A canary
-that fails to load is aborted in the registry, compare-and-set, as when it breaks a limit.
+files; in an S3 registry, its one state object; nothing is read per request), and when they changed it loads what
+is new (golden check, warm-up), swaps, and releases what is no longer used (unloaded once its requests are
+answered). A version that fails to load is never switched to: the old one keeps serving, the failure is logged,
+counted (``shipml_model_swaps_total``) and shown by ``/admin/releases``, and that version is not tried again until
+the alias names another one. A canary that fails to load is aborted in the registry, compare-and-set, as when it
+breaks a limit.
 """
 
 from __future__ import annotations
@@ -163,13 +164,19 @@ class Follower:
     # -- one refresh ---------------------------------------------------------------------------------------
     async def refresh(self, endpoint: EndpointState) -> None:
         """Bring ``endpoint`` to what the spec and the registry say now (no-op when nothing changed)."""
-        wanted, errors = await asyncio.to_thread(self._resolve, endpoint)
-        canary = await asyncio.to_thread(self._wanted_canary, endpoint, wanted) if endpoint.follow else None
+        wanted, errors, canary = await asyncio.to_thread(self._look, endpoint)
         unchanged = (endpoint.serving is not None and all(endpoint.sources.get(r) == s for r, s in wanted.items())
                      and _same_canary(endpoint.canary, canary) and not (errors.keys() - endpoint.errors.keys()))
         if unchanged:
             return
         await self._apply(endpoint, wanted, errors, canary)
+
+    def _look(self, endpoint: EndpointState) -> tuple[dict[str, Source], dict[str, str], Canary | None]:
+        """What the endpoint's refs and its alias's canary are now, from one snapshot of the registry (an object
+        registry: one read of each followed model's state)."""
+        with self.repository.registry.snapshot():
+            wanted, errors = self._resolve(endpoint)
+            return wanted, errors, self._wanted_canary(endpoint, wanted) if endpoint.follow else None
 
     def _resolve(self, endpoint: EndpointState) -> tuple[dict[str, Source], dict[str, str]]:
         """What each ref names now; a ref that names nothing keeps what it had (or is an error at start)."""
