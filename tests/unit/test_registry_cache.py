@@ -4,6 +4,7 @@ checked before they reach the store."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shipml
-from shipml.errors import IntegrityError, InvalidNameError, NotFoundError
+from shipml.errors import IntegrityError, InvalidNameError, NotFoundError, ShipmlError
 from shipml.registry.cache import VersionCache
 from shipml.registry.objects import ObjectRegistry
+from tests.json_strategies import json_values
 from tests.s3_support import S3Server
 from tests.unit.registry_backends import Sources, snapshot_of
 from tests.unit.registry_support import build_tiny_registry, one_line
@@ -243,3 +245,37 @@ def test_a_snapshot_reads_each_state_once_and_a_change_afresh(reg: ObjectRegistr
     again.aliases("m")
     again.aliases("m")
     assert counting.calls == [("get", "models/m/state.json")] * 2  # outside a snapshot: every read is fresh
+
+
+SEALED = st.dictionaries(st.sampled_from(["1.0.0", "1.1.0", "2.0.0"]),
+                         st.one_of(st.sampled_from(["<1.0.0>", "<1.1.0>"]), json_values), max_size=3)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.one_of(json_values, SEALED), field=st.sampled_from(["seals", "aliases", "deleted", "release"]))
+def test_any_value_in_the_state_loads_the_right_version_or_refuses(reg: ObjectRegistry, value: object,
+                                                                   field: str) -> None:
+    """The state object is as editable as any file in the bucket: whatever it holds, a load gives the version
+    asked for (or the alias's) with that version's own package, or one ShipmlError line; never another's files.
+    ``<x.y.z>`` in a seal stands for the real seal of x.y.z."""
+    reg.load("m:1.0.0")
+    reg.load("m:1.1.0")
+    found = reg.store.get("models/m/state.json")
+    assert found is not None
+    doc = json.loads(found.data)
+    for version, digest in doc["seals"].items():
+        value = json.loads(json.dumps(value).replace(f'"<{version}>"', json.dumps(digest)))
+    try:
+        reg.store.put("models/m/state.json", json.dumps({**doc, field: value}).encode())
+        for ref in ("m@production", "m:1.0.0", "m:1.1.0"):
+            try:
+                loaded = reg.load(ref)
+            except ShipmlError as exc:
+                one_line(exc)
+                continue
+            manifest = reg.get(ref).manifest
+            assert (loaded.name, loaded.version) == (manifest.name, manifest.version)
+            if ref != "m@production":
+                assert loaded.version == ref.split(":")[1]
+    finally:
+        reg.store.put("models/m/state.json", found.data)
