@@ -387,6 +387,8 @@ class _Pieces:
         def per_request(values: list[Any], kind: pa.DataType) -> pa.Array:
             if len(set(values)) == 1:
                 return pa.repeat(pa.scalar(values[0], kind), n)
+            if len(values) == n:  # a row per request (single-row requests): nothing to repeat
+                return pa.array(values, type=kind)
             return pa.array(np.repeat(np.asarray(values, dtype=object), counts), type=kind)
 
         micros = np.round(np.asarray(self.times, dtype=np.float64) * 1_000_000).astype(np.int64)

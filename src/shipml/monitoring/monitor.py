@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +50,7 @@ from shipml.monitoring.spec import MonitoringSpec
 from shipml.monitoring.webhook import Webhook
 from shipml.package.loaded import LoadedModel
 from shipml.package.validation import Table
-from shipml.protocol.dataplane import Request
+from shipml.protocol.dataplane import Request, Tag
 
 __all__ = ["FeedbackResult", "Monitor", "MonitorCounters"]
 
@@ -80,8 +80,9 @@ class _Served:
     model: LoadedModel
     table: Table
     spans: list[tuple[int, int]]
-    requests: list[Request]
-    results: list[Any]
+    tags: list[Tag | None]  # each request's
+    results: list[Any] | None  # each request's answer; None when ``whole`` holds them all
+    whole: tuple[np.ndarray, np.ndarray | None] | None  # the batch's answer, when one predict call gave it
     done: float  # time.monotonic()
     wall: float  # time.time()
 
@@ -116,11 +117,24 @@ class FeedbackResult:
 
 @dataclass(slots=True)
 class _Chunk:
-    """The predictions of one tick's batches of one model version (the feedback index points into them)."""
+    """The predictions of one tick's batches of one model version, and whose they are: the feedback index. The
+    lookup by request id is built the first time feedback looks here (most chunks are never looked in: nothing
+    is done per request on the serving side)."""
 
     watched: Watched
     predictions: np.ndarray
     probabilities: np.ndarray | None
+    ids: list[str | None]  # each request's id (None: untagged)
+    spans: list[tuple[int, int]]  # each request's rows in the arrays
+    rows: int
+    lookup: dict[str, int] | None = None
+
+    def find(self, request_id: str) -> tuple[int, int] | None:
+        """The rows of ``request_id``'s newest prediction in this chunk, if it has one."""
+        if self.lookup is None:
+            self.lookup = {rid: i for i, rid in enumerate(self.ids) if rid is not None}  # the later wins
+        i = self.lookup.get(request_id)
+        return None if i is None else self.spans[i]
 
 
 class Monitor:
@@ -139,7 +153,7 @@ class Monitor:
         self.webhook = None if spec.webhook is None else Webhook(spec.webhook, on_outcome=counters.webhook)
         self._watched: dict[str, Watched] = {}
         self._pending: list[_Served] = []
-        self._index: OrderedDict[str, tuple[_Chunk, int, int]] = OrderedDict()  # request id -> its rows
+        self._chunks: deque[_Chunk] = deque()  # recent predictions, oldest first (the feedback index)
         self._index_rows = 0
         self._index_lock = threading.Lock()
         self._drain_lock = threading.Lock()  # the monitor's thread and catch_up() take batches in one at a time
@@ -188,12 +202,14 @@ class Monitor:
 
     # -- the dataplane's sink (worker thread) ---------------------------------------------------------------
     def observe(self, model: LoadedModel, table: Table, spans: list[tuple[int, int]], requests: list[Request],
-                results: list[Any]) -> None:
+                results: list[Any], whole: tuple[np.ndarray, np.ndarray | None] | None = None) -> None:
         pending = self._pending
         if len(pending) >= MAX_PENDING:
             self.counters.dropped(model.name, model.version, table.n_rows, "queue_full")
             return
-        pending.append(_Served(model, table, spans, requests, results, time.monotonic(), self.clock()))
+        # only the tags are kept (the requests and the answers' slices are let go here, while in the cache)
+        pending.append(_Served(model, table, spans, [r.tag for r in requests], None if whole is not None else results,
+                               whole, time.monotonic(), self.clock()))
 
     # -- the monitor's thread -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -239,24 +255,28 @@ class Monitor:
         latency: list[float] = []
         rows = 0
         for served in group:
-            results, requests, own_spans, done = served.results, served.requests, served.spans, served.done
-            table = served.table
-            if any(isinstance(result, BaseException) for result in results):  # rare: keep the answered ones
+            batch_tags, own_spans, done, table = served.tags, served.spans, served.done, served.table
+            whole, results = served.whole, served.results  # whole: one predict call answered every request
+            if results is not None and any(isinstance(result, BaseException) for result in results):
+                # rare: keep the answered ones
                 answered = [i for i, result in enumerate(results) if not isinstance(result, BaseException)]
                 if not answered:
                     continue
                 table = table.take(np.concatenate([np.arange(*own_spans[i]) for i in answered]))
                 results = [results[i] for i in answered]
-                requests = [requests[i] for i in answered]
+                batch_tags = [batch_tags[i] for i in answered]
                 own_spans = list(offsets([own_spans[i][1] - own_spans[i][0] for i in answered]))
             tables.append(table)
             if table.dense is not None:
                 matrices.append(table.dense)
-            predictions.extend([result[0] for result in results])
-            probabilities.extend([result[1] for result in results])
-            spans.extend([(rows + lo, rows + hi) for lo, hi in own_spans])
+            if whole is not None:  # one array per batch, not one per request
+                predictions.append(whole[0])
+                probabilities.append(whole[1])
+            elif results is not None:
+                predictions.extend([result[0] for result in results])
+                probabilities.extend([result[1] for result in results])
+            spans.extend([(rows + lo, rows + hi) for lo, hi in own_spans] if rows else own_spans)
             rows += table.n_rows
-            batch_tags = [request.tag for request in requests]
             tags.extend(batch_tags)
             latency.extend([done - tag[3] if tag is not None else 0.0 for tag in batch_tags])
         if not rows:
@@ -280,26 +300,26 @@ class Monitor:
 
     def _remember(self, watched: Watched, tags: Sequence[Any], spans: list[tuple[int, int]],
                   predictions: np.ndarray, probabilities: np.ndarray | None) -> None:
-        """Index the predictions by request id, for feedback (one small tuple per request, the arrays shared)."""
-        limit = self.spec.performance.index_rows
-        chunk = _Chunk(watched, predictions, probabilities)
+        """Keep the tick's predictions for feedback: one chunk, the newest ``index_rows`` rows in all (whole
+        chunks are let go, oldest first; the newest is always kept)."""
         watched.endpoints.update({tag[1] for tag in tags if tag is not None})
+        chunk = _Chunk(watched, predictions, probabilities, [tag[0] if tag is not None else None for tag in tags],
+                       spans, len(predictions))
+        limit = self.spec.performance.index_rows
         with self._index_lock:
-            index = self._index
-            added = 0
-            for tag, (lo, hi) in zip(tags, spans, strict=True):
-                if tag is None:
-                    continue
-                request_id = tag[0]
-                if request_id in index:  # an id given again (a client's own): the newest prediction wins
-                    _, old_lo, old_hi = index.pop(request_id)
-                    added -= old_hi - old_lo
-                index[request_id] = (chunk, lo, hi)
-                added += hi - lo
-            self._index_rows += added
-            while self._index_rows > limit and index:
-                _, (_, lo, hi) = index.popitem(last=False)
-                self._index_rows -= hi - lo
+            chunks = self._chunks
+            chunks.append(chunk)
+            self._index_rows += chunk.rows
+            while self._index_rows - chunks[0].rows >= limit and len(chunks) > 1:
+                self._index_rows -= chunks.popleft().rows
+
+    def _find(self, request_id: str) -> tuple[_Chunk, int, int] | None:
+        """The newest prediction held in memory for ``request_id`` (caller holds the index lock)."""
+        for chunk in reversed(self._chunks):
+            found = chunk.find(request_id)
+            if found is not None:
+                return chunk, found[0], found[1]
+        return None
 
     def _log(self, watched: Watched, now: float, columns: dict[str, np.ndarray], spans: list[tuple[int, int]],
              tags: Sequence[Any], latency: list[float], predictions: np.ndarray,
@@ -441,7 +461,7 @@ class Monitor:
         hits: dict[str, list[tuple[str, _Chunk, int, int]]] = {}
         with self._index_lock:
             for request_id in dict.fromkeys(label.request_id for label in labels):
-                entry = self._index.get(request_id)
+                entry = self._find(request_id)
                 if entry is not None and entry[0].watched.key in by_key:
                     hits.setdefault(entry[0].watched.key, []).append((request_id, *entry))
         tables: list[tuple[Watched, pa.Table]] = [

@@ -55,10 +55,12 @@ Tag = tuple[str, str, str, float]
 class BatchSink(Protocol):
     """Gets each predicted batch, in the worker thread, right after the model answered: the checked input
     ``table``, each answered request's row ``spans`` in it, the requests, and each request's answer (an exception
-    for a request the model failed). Must return at once (append to a list): it runs on the prediction path."""
+    for a request the model failed); ``whole``: the batch's answer when one predict call gave it (each request's
+    is a slice of it). Must return at once (append to a list): it runs on the prediction path."""
 
     def observe(self, model: LoadedModel, table: Table, spans: list[tuple[int, int]],
-                requests: list[Request], results: list[Any]) -> None: ...
+                requests: list[Request], results: list[Any],
+                whole: tuple[np.ndarray, np.ndarray | None] | None = None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -184,9 +186,9 @@ class ModelRunner:
             if len(good) < len(requests):
                 table = table.take(np.concatenate([np.arange(*bounds[i]) for i in good]))
             spans = offsets([requests[i].rows for i in good])
-            results = self._predict(table, spans, want_proba)
+            results, whole = self._answers(table, spans, want_proba)
             if self.monitor is not None:
-                self.monitor.observe(self.model, table, spans, [requests[i] for i in good], results)
+                self.monitor.observe(self.model, table, spans, [requests[i] for i in good], results, whole)
             for i, result in zip(good, results, strict=True):
                 if isinstance(result, Exception):
                     outcomes[i] = result
@@ -223,25 +225,31 @@ class ModelRunner:
             self._observer(stats)
 
     def _predict(self, table: Table, spans: list[tuple[int, int]], proba: bool) -> list[_Answer | Exception]:
+        return self._answers(table, spans, proba)[0]
+
+    def _answers(self, table: Table, spans: list[tuple[int, int]],
+                 proba: bool) -> tuple[list[_Answer | Exception], _Answer | None]:
         """The model's answer for each span of rows (one request's) of ``table``: one predict call for all of
-        them. When it raises and there are several, the two halves are predicted apart, and so on down: only
-        the request(s) the model cannot predict fail, every other gets the answer it gets alone."""
+        them (its whole answer is returned too). When it raises and there are several, the two halves are
+        predicted apart, and so on down: only the request(s) the model cannot predict fail, every other gets the
+        answer it gets alone (and there is no whole answer)."""
         try:
             result = self.model.infer(table, proba=proba)
         except Exception as exc:
             if len(spans) == 1:
-                return [self._failure(exc)]
+                return [self._failure(exc)], None
             half = len(spans) // 2
             first, second = spans[:half], spans[half:]
             cut = first[-1][1]
             return (self._predict(table.take(np.arange(0, cut)), first, proba)
-                    + self._predict(table.take(np.arange(cut, table.n_rows)), _shift(second, cut), proba))
+                    + self._predict(table.take(np.arange(cut, table.n_rows)), _shift(second, cut), proba)), None
         predictions, probabilities = result.predictions, result.probabilities
+        whole = (predictions, probabilities)
         if len(spans) == 1:
-            return [(predictions, probabilities)]
+            return [whole], whole
         if probabilities is None:
-            return [(predictions[start:stop], None) for start, stop in spans]
-        return [(predictions[start:stop], probabilities[start:stop]) for start, stop in spans]
+            return [(predictions[start:stop], None) for start, stop in spans], whole
+        return [(predictions[start:stop], probabilities[start:stop]) for start, stop in spans], whole
 
     def _failure(self, exc: Exception) -> Exception:
         """What the requests of a failed predict call get: a ShipmlError as it is, anything else an
