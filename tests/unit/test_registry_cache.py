@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import orjson
@@ -41,8 +42,9 @@ def reg(tiny_source: Sources, tmp_path: Path, s3: S3Server) -> ObjectRegistry:
     return found
 
 
-def same_store_new_cache(reg: ObjectRegistry, cache: Path, max_bytes: int | None = None) -> ObjectRegistry:
-    return ObjectRegistry(store=reg.store, cache=VersionCache(cache, max_bytes))
+def same_store_new_cache(reg: ObjectRegistry, cache: Path, max_bytes: int | None = None,
+                         in_use_s: float = 0.0) -> ObjectRegistry:
+    return ObjectRegistry(store=reg.store, cache=VersionCache(cache, max_bytes, in_use_s))
 
 
 def package_keys(reg: ObjectRegistry, version: str) -> list[str]:
@@ -93,6 +95,21 @@ def test_the_cache_is_bounded_least_recently_used_first(reg: ObjectRegistry, tmp
     assert two.is_dir() and not one.exists()  # one entry fits: the older went
     assert small.load("m:1.1.0").version == "1.1.0"
     assert small.load("m:1.0.0").version == "1.0.0" and not two.exists()
+
+
+def test_an_entry_in_use_is_never_evicted_by_another_process(reg: ObjectRegistry, tmp_path: Path) -> None:
+    """A process that looked an entry up may be loading it: another's eviction leaves it until it has not been
+    used for a while, whatever the bound."""
+    first = reg.directory(reg.get("m:1.0.0"))
+    size = sum(f.stat().st_size for f in first.rglob("*") if f.is_file())
+    small = same_store_new_cache(reg, tmp_path / "small", max_bytes=int(size * 1.5), in_use_s=600)
+    one = small.directory(small.get("m:1.0.0"))
+    two = small.directory(small.get("m:1.1.0"))
+    assert one.is_dir() and two.is_dir()  # over the bound: both used within the last 10 minutes
+    long_ago = time.time() - 601
+    os.utime(one, (long_ago, long_ago))
+    assert small._cache.evict() == [one.name] and not one.exists() and two.is_dir()
+    assert small._cache.evict() == []  # two alone fits
 
 
 FETCHER = textwrap.dedent("""

@@ -9,8 +9,10 @@ once one rename wins and the others drop their copy. An entry found in place is 
 downloaded again); loading it verifies its hashes like any registry load.
 
 The cache is bounded (``SHIPML_CACHE_MAX_BYTES``, default 20 GiB): after adding an entry, the least recently
-used others are removed (each use touches its entry) until the total fits. Removal renames an entry out of
-place first, so no reader finds half of one. Leftovers of killed downloads are swept once a day old.
+used others are removed (each use touches its entry) until the total fits. An entry used in the last ten minutes
+is never removed (another process may be loading it right now), so the cache can stay above its bound for that
+long. Removal renames an entry out of place first, so no reader finds half of one. Leftovers of killed downloads
+are swept once a day old.
 
 Where: ``$SHIPML_CACHE``, else ``$XDG_CACHE_HOME/shipml``, else ``~/.cache/shipml``.
 """
@@ -35,6 +37,7 @@ __all__ = ["CachedFile", "VersionCache", "cache_root"]
 
 DEFAULT_MAX_BYTES = 20 << 30
 STALE_AFTER_S = 24 * 3600
+IN_USE_S = 600.0  # an entry used this recently may be being loaded by another process: never evicted
 
 
 def cache_root() -> Path:
@@ -60,9 +63,10 @@ class CachedFile:
 
 
 class VersionCache:
-    def __init__(self, root: Path | None = None, max_bytes: int | None = None) -> None:
+    def __init__(self, root: Path | None = None, max_bytes: int | None = None, in_use_s: float = IN_USE_S) -> None:
         self.root = root if root is not None else cache_root()
         self.max_bytes = max_bytes if max_bytes is not None else _max_bytes()
+        self.in_use_s = in_use_s
 
     def entry(self, digest: str) -> Path:
         return self.root / "versions" / digest
@@ -123,14 +127,18 @@ class VersionCache:
             return []
         entries = []
         for child in base.iterdir():
-            size = sum(f.stat().st_size for f in child.rglob("*") if f.is_file())
-            entries.append((child.stat().st_mtime, child.name, size))
+            try:
+                size = sum(f.stat().st_size for f in child.rglob("*") if f.is_file())
+                entries.append((child.stat().st_mtime, child.name, size))
+            except OSError:  # evicted by another process meanwhile
+                continue
         total = sum(size for _, _, size in entries)
         removed = []
-        for _, digest, size in sorted(entries):
+        recent = time.time() - self.in_use_s
+        for used, digest, size in sorted(entries):
             if total <= self.max_bytes:
                 break
-            if digest == keep:
+            if digest == keep or used > recent:
                 continue
             trash = self.root / "tmp" / f"evicted-{uuid.uuid4().hex}"
             try:
