@@ -57,10 +57,22 @@ def test_tokens_need_a_local_file_with_an_s3_registry(s3: S3Server, tmp_path: Pa
     uri = f"s3://{s3.new_bucket()}/r"
     build_tiny_registry(shipml.Registry(uri))
     listed = CliRunner().invoke(cli, ["--registry", uri, "token", "list"])
-    assert listed.exit_code == 1 and listed.stderr.startswith(f"error: unsupported registry URI '{uri}' for tokens")
+    assert listed.exit_code == 1 and listed.stderr == (f"error: tokens of a server on registry '{uri}' live in a"
+                                                       " local file: give --file PATH, the path its spec's"
+                                                       " auth.tokens_file names\n")
     data = {"registry": uri, "endpoints": [{"name": "m", "models": ["m@production"]}], "auth": {"enabled": True}}
     with pytest.raises(SpecError, match=r"auth\.tokens_file is needed with a registry in an object store"):
         build_parts(parse_spec(data))
     tokens = tmp_path / "tokens.json"
+    created = CliRunner().invoke(cli, ["--registry", uri, "token", "create", "--file", str(tokens)])
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip()
     app, gate = build_parts(parse_spec({**data, "auth": {"enabled": True, "tokens_file": str(tokens)}}))
     assert gate is not None and app.registry.location == uri
+    from shipml.server.auth import TokenStore
+
+    assert TokenStore(tokens).verify(token) is not None  # the file the server reads holds the new token
+    listed = CliRunner().invoke(cli, ["--registry", uri, "token", "list", "--file", str(tokens)])
+    assert listed.exit_code == 0 and token.split("_")[1] in listed.stdout
+    revoked = CliRunner().invoke(cli, ["token", "revoke", token.split("_")[1], "--file", str(tokens)])
+    assert revoked.exit_code == 0 and TokenStore(tokens).verify(token) is None

@@ -96,7 +96,7 @@ def test_errors_are_one_line(root: Path) -> None:
 
     remote = run("token", "list", root="s3://bucket/registry")
     assert remote.exit_code == 1
-    assert remote.stderr.startswith("error: unsupported registry URI")
+    assert remote.stderr.startswith("error: tokens of a server on registry 's3://bucket/registry' live in a local")
 
 
 @pytest.mark.parametrize(("args", "message"), [
