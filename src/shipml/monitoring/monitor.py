@@ -126,8 +126,11 @@ class _Chunk:
     probabilities: np.ndarray | None
     ids: list[str | None]  # each request's id (None: untagged)
     spans: list[tuple[int, int]]  # each request's rows in the arrays
-    rows: int
     lookup: dict[str, int] | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.predictions)
 
     def find(self, request_id: str) -> tuple[int, int] | None:
         """The rows of ``request_id``'s newest prediction in this chunk, if it has one."""
@@ -304,7 +307,7 @@ class Monitor:
         chunks are let go, oldest first; the newest is always kept)."""
         watched.endpoints.update({tag[1] for tag in tags if tag is not None})
         chunk = _Chunk(watched, predictions, probabilities, [tag[0] if tag is not None else None for tag in tags],
-                       spans, len(predictions))
+                       spans)
         limit = self.spec.performance.index_rows
         with self._index_lock:
             chunks = self._chunks

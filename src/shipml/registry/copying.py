@@ -79,7 +79,7 @@ def _copy_releases(dst: Registry, name: str, log: list[Canary]) -> int:
         state = ReleaseState(name)
         for canary in log:
             dst._record_release(state, canary)
-            state = ReleaseState(name, state.revision + 1, {**state.canaries, canary.alias: canary})
+            state = state.after(canary)
         return len(log)
 
     return dst._transact(name, body)

@@ -35,6 +35,11 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 Event = Literal["saved", "deleted"]
 
 
+def is_sha256(value: object) -> bool:
+    """Whether ``value`` is a sha256 as the registry writes it: 64 lowercase hex digits."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
 @dataclass(frozen=True)
 class LedgerRecord:
     event: Event
@@ -95,7 +100,7 @@ def parse(data: bytes, where: str) -> tuple[LedgerRecord, ...]:
         digest = None
         if event == "saved":
             digest = field(d, "manifest_sha256", str, where, line)
-            if not _SHA256.fullmatch(digest):
+            if not is_sha256(digest):
                 raise corrupt(where, "has an invalid 'manifest_sha256'", line)
         out.append(LedgerRecord(event, version, digest, field(d, "at", str, where, line),
                                 field(d, "by", str, where, line, optional=True),

@@ -65,7 +65,7 @@ from shipml.package.loaded import sha256_file
 from shipml.package.manifest import MANIFEST, Manifest, manifest_digest, write_manifest
 from shipml.registry import records, releases
 from shipml.registry.cache import STALE_AFTER_S, CachedFile, VersionCache
-from shipml.registry.ledger import Ledger, LedgerRecord
+from shipml.registry.ledger import Ledger, LedgerRecord, is_sha256
 from shipml.registry.names import FIRST_VERSION, Ref, Version, check_name
 from shipml.registry.records import AliasMove, corrupt
 from shipml.registry.registry import ModelSummary, ModelVersion, Registry, T, _same_history
@@ -77,7 +77,6 @@ __all__ = ["ObjectRegistry"]
 STATE = "state.json"
 MAX_ATTEMPTS = 64
 DEADLINE_S = 60.0
-_SHA256_HEX = 64
 
 
 @dataclass
@@ -137,10 +136,11 @@ class ObjectRegistry(Registry):
             self._tx.views = None
 
     def _read_state(self, name: str, *, fresh: bool = False) -> tuple[dict[str, Any], str | None]:
+        """The state and its ETag; inside a :meth:`snapshot` the first read's, unless ``fresh`` (a change). Only
+        a transaction changes a state document, and it reads afresh: the views are never written to."""
         views: dict[str, tuple[dict[str, Any], str | None]] | None = getattr(self._tx, "views", None)
         if views is not None and not fresh and name in views:
-            doc, token = views[name]
-            return dict(doc), token
+            return views[name]
         key = self._key(name, STATE)
         found = self.store.get(key)
         if found is None:
@@ -148,7 +148,7 @@ class ObjectRegistry(Registry):
         else:
             out = records.json_object(found.data, self._at(key), "of the model's state"), found.token
         if views is not None and not fresh:
-            views[name] = (dict(out[0]), out[1])
+            views[name] = out
         return out
 
     def _state(self, name: str) -> dict[str, Any] | None:
@@ -282,7 +282,7 @@ class ObjectRegistry(Registry):
     def _record_release(self, state: ReleaseState, canary: Canary) -> None:
         tx = self._open(state.name)
         self._seal(state.name, canary.version, canary.stable)
-        new = ReleaseState(state.name, state.revision + 1, {**state.canaries, canary.alias: canary})
+        new = state.after(canary)
         tx.doc["releases"] = [*self._part(tx.doc, "releases", list, state.name), canary.to_dict()]
         tx.doc["release"] = new.to_dict()
 
@@ -341,14 +341,10 @@ class ObjectRegistry(Registry):
             version = str(Version.parse(r.version))
         else:
             return None
-        digest = self._part(self._state(name), "seals", dict, name).get(version)
         if version is None or version in self._deleted(name):
             return None
-        if not (isinstance(digest, str) and len(digest) == _SHA256_HEX and all(c in "0123456789abcdef"
-                                                                               for c in digest)):
-            return None
-        return ModelVersion(name, version, self._cache.entry(digest), digest,
-                            fetch=lambda: self._fetch(name, version, digest))
+        digest = self._part(self._state(name), "seals", dict, name).get(version)
+        return self._version(name, version, digest) if is_sha256(digest) else None
 
     def _commits(self, name: str) -> dict[str, tuple[str, str]]:
         """Commit key -> (version, manifest sha256), from one LIST (once per transaction)."""
@@ -362,7 +358,7 @@ class ObjectRegistry(Registry):
                 version = str(Version.parse(version))
             except InvalidNameError:
                 raise corrupt(self._at(key), "is not a version's commit (x.y.z_<sha256>)") from None
-            if len(digest) != _SHA256_HEX or not all(c in "0123456789abcdef" for c in digest):
+            if not is_sha256(digest):
                 raise corrupt(self._at(key), "is not a version's commit (x.y.z_<sha256>)")
             out[key] = (version, digest)
         if tx is not None and tx.name == name:
@@ -401,6 +397,10 @@ class ObjectRegistry(Registry):
         digest = book.digest(version)
         if digest is None:
             raise NotFoundError(f"model {name!r} has no version {version}")
+        return self._version(name, version, digest)
+
+    def _version(self, name: str, version: str, digest: str) -> ModelVersion:
+        """``name:version`` sealed by ``digest``: its files are the cache's entry, fetched on first use."""
         return ModelVersion(name, version, self._cache.entry(digest), digest,
                             fetch=lambda: self._fetch(name, version, digest))
 
@@ -522,8 +522,7 @@ class ObjectRegistry(Registry):
             raise
         with suppress(ShipmlError):  # the version exists now; without its seal in the state it is listed
             self._transact(name, lambda: self._seal(name, version))
-        return ModelVersion(name, version, self._cache.entry(digest), digest,
-                            fetch=lambda: self._fetch(name, version, digest))
+        return self._version(name, version, digest)
 
     # -- garbage -------------------------------------------------------------------------------------------------
     def gc(self, older_than_s: float = STALE_AFTER_S) -> list[str]:

@@ -152,6 +152,10 @@ class ReleaseState:
         canary = self.canaries.get(alias)
         return canary if canary is not None and canary.state == "running" else None
 
+    def after(self, canary: Canary) -> ReleaseState:
+        """The next revision: ``canary`` logged as its alias's latest."""
+        return ReleaseState(self.name, self.revision + 1, {**self.canaries, canary.alias: canary})
+
     def to_dict(self) -> dict[str, Any]:
         return {"revision": self.revision, "canaries": {a: c.to_dict() for a, c in sorted(self.canaries.items())}}
 
@@ -327,7 +331,7 @@ def read_log(reg: Registry, name: str, alias: str | None = None) -> list[Canary]
 def record(reg: Registry, state: ReleaseState, canary: Canary) -> None:
     """Log ``canary`` and make it its alias's canary in a new revision, in a local registry's files. The
     caller holds the model's lock. (:meth:`Registry._record_release` calls it; an object registry has its own.)"""
-    new = ReleaseState(state.name, state.revision + 1, {**state.canaries, canary.alias: canary})
+    new = state.after(canary)
     reg._files.append_line(_path(reg, state.name, RELEASES), orjson.dumps(canary.to_dict()))
     reg._files.write_atomic(_path(reg, state.name, RELEASE), orjson.dumps(new.to_dict()))
 
