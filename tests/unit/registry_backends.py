@@ -60,6 +60,13 @@ class Sources:
             return dest
         return copy_registry(source.root, where)
 
+    def clone_for(self, request: pytest.FixtureRequest, where: Path) -> shipml.Registry:
+        """:meth:`clone` of the kind a parametrised fixture asks for (for S3: its endpoint in the test's
+        environment too, for the subprocesses it starts)."""
+        if request.param == "s3":
+            request.getfixturevalue("s3")
+        return self.clone(request.param, where)
+
 
 def new_registry(kind: str, request: pytest.FixtureRequest, where: Path) -> shipml.Registry:
     """An empty registry of ``kind`` (for S3: a fresh bucket, its endpoint in the test's environment)."""

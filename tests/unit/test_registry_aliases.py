@@ -34,10 +34,8 @@ def tiny_source(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -
 
 @pytest.fixture(params=BACKENDS)
 def reg(request: pytest.FixtureRequest, tiny_source: Sources, tmp_path: Path) -> shipml.Registry:
-    """The tiny registry in a local directory, or in S3 (its endpoint in this test's environment)."""
-    if request.param == "s3":
-        request.getfixturevalue("s3")
-    return tiny_source.clone(request.param, tmp_path / "registry")
+    """The tiny registry in a local directory, or in S3."""
+    return tiny_source.clone_for(request, tmp_path / "registry")
 
 
 def history_lines(reg: shipml.Registry) -> int:

@@ -52,9 +52,8 @@ def tiny_source(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -
 
 @pytest.fixture(params=BACKENDS)
 def reg(request: pytest.FixtureRequest, tiny_source: Sources, tmp_path: Path) -> shipml.Registry:
-    if request.param == "s3":
-        request.getfixturevalue("s3")  # its endpoint in this test's environment (for subprocesses)
-    return tiny_source.clone(request.param, tmp_path / "registry")
+    """The tiny registry in a local directory, or in S3."""
+    return tiny_source.clone_for(request, tmp_path / "registry")
 
 
 LOCAL_ONLY = pytest.mark.parametrize("reg", ["local"], indirect=True)  # edits the local registry's files

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from shipml.errors import ConflictError, InvalidNameError, RegistryCorrupt
 from shipml.registry.files import RegistryFiles
-from shipml.registry.local import fsync_dir
+from shipml.registry.local import fsync_dir, replacing
 
 __all__ = ["Blob", "LocalStore", "PreconditionFailed", "Store", "check_key"]
 
@@ -153,16 +153,8 @@ class LocalStore:
     def upload(self, key: str, path: Path) -> None:
         dest = self._path(key)
         self._files.mkdirs(dest.parent)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(path, "rb") as src, open(tmp, "xb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(dest.parent)
+        with open(path, "rb") as src, replacing(dest) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
 
     def download(self, key: str, path: Path) -> bool:
         src = self._path(key)
