@@ -29,6 +29,7 @@ from shipml.package.columns import raw_columns, record_getter, record_rows, rows
 from shipml.package.loaded import LoadedModel
 from shipml.package.signature import Problem, Signature
 from shipml.package.validation import InputPolicy, Table, check, dense_signature
+from shipml.protocol.records import DecodedRecords, RecordsDecoder
 
 log = logging.getLogger("shipml.dataplane")
 
@@ -80,6 +81,8 @@ class ModelRunner:
         self.max_rows = max_rows
         self.names = model.signature.names
         self.dense = dense_signature(model.signature)
+        #: reads a JSON body of records of this model's inputs straight into rows (None: not a numeric model)
+        self.decoder = RecordsDecoder(self.names) if self.dense else None
         self._getter = record_getter(self.names)
         self.compile_status = "pending"  # then set by the server (server/compiled.py)
         self.active = 0  # requests holding this runner now (the model repository unloads it only at zero)
@@ -93,6 +96,10 @@ class ModelRunner:
     # -- per request, on the event loop --------------------------------------------------------------------
     def prepare(self, data: Any, *, want_proba: bool = True) -> Request:
         """Structural checks of one request's input (missing/unknown columns, row limit)."""
+        if type(data) is DecodedRecords and self.decoder is not None and data.names == self.decoder.names:
+            if len(data.rows) > self.max_rows:
+                raise TooManyRows(f"{len(data.rows)} rows in one request; the limit is {self.max_rows}")
+            return Request(data.rows, len(data.rows), want_proba, data)
         if self.dense:
             dense = self._dense(data)
             if dense is not None:
@@ -131,6 +138,8 @@ class ModelRunner:
         checks and predicts it in this runner's batches (see ``_process_riders``): how a canary or an A/B variant
         shares the stable model's batches and worker thread instead of halving the batches. ``tag``: who asked,
         for the monitoring sink of the runner that predicts it."""
+        if type(data) is DecodedRecords and (self.decoder is None or data.names != self.decoder.names):
+            data = data.records()  # decoded for another model's inputs (a swap between decoding and now)
         try:
             request = self.prepare(data, want_proba=want_proba)
         except SchemaError as exc:
@@ -330,7 +339,8 @@ class ModelRunner:
         matrix = rows_matrix(request.columns, len(self.names))
         if matrix is not None:
             return matrix
-        general = self._general(request.source, request.want_proba).columns
+        source = request.source.records() if type(request.source) is DecodedRecords else request.source
+        general = self._general(source, request.want_proba).columns
         assert isinstance(general, dict)
         return general
 

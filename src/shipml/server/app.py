@@ -27,6 +27,7 @@ from shipml.package.example import model_example
 from shipml.package.loaded import LoadedModel
 from shipml.protocol import json_body
 from shipml.protocol.dataplane import ModelRunner
+from shipml.protocol.records import DecodedRecords
 from shipml.registry.registry import Registry
 from shipml.server import docs, http, public, routes
 from shipml.server.compiled import switch_when_compiled
@@ -86,13 +87,17 @@ class ShipmlApp:
         self.read_deadlines = http.ReadDeadlines(limits.body_timeout_s)
         # Dispatch tables built from the one route table (server/routes.py): handler and metrics label per route.
         owners: dict[str, object] = {"": self, "v2": V2Routes(self), "monitor": MonitorRoutes(self)}
-        self.fixed: dict[tuple[str, str], tuple[Handler, str]] = {}
+        self.fixed: dict[tuple[str, str], tuple[Handler, str, tuple[str, ...]]] = {}
         self.patterns: list[tuple[str, re.Pattern[str], Handler, str]] = []
+        only = spec.endpoints[0].name if len(spec.endpoints) == 1 else None
         for route in routes.ROUTES:
             owner, _, attribute = route.handler.rpartition(".")
             handler: Handler = getattr(owners[owner], attribute)
             if route.pattern is None:
-                self.fixed[(route.method, route.path)] = (handler, route.label)
+                args: tuple[str, ...] = ()
+                if handler == self.predict_only and only is not None:  # straight to the one model (no hop)
+                    handler, args = self.predict_simple, (only,)
+                self.fixed[(route.method, route.path)] = (handler, route.label, args)
             else:
                 self.patterns.append((route.method, route.pattern, handler, route.label))
         self._openapi: tuple[Any, bytes] | None = None  # (versions served when built, document)
@@ -193,17 +198,18 @@ class ShipmlApp:
         metrics and the access log. Transport-free: ASGI and RSGI servers both call this."""
         started = time.monotonic()
         incoming = request.header("x-request-id")
-        ctx = RequestContext(incoming[:128] if incoming else new_request_id(), routes.NOT_FOUND,
+        # the caller's id is echoed in the answer's headers: only one that is a valid header value
+        ctx = RequestContext(incoming[:128] if incoming and incoming.isascii() and incoming.isprintable()
+                             else new_request_id(), routes.NOT_FOUND,
                              token_id=request.token_id, started=started)
         method, path = request.method, request.path
         reply: http.Reply | None
         try:
             found = self.fixed.get((method, path))
-            args: tuple[str, ...] = ()
             if found is None:
                 handler, args = self._match(method, path, ctx)
             else:
-                handler, ctx.route = found
+                handler, ctx.route, args = found
             reply = await handler(request, ctx, *args)
         except http.ClientDisconnected:
             reply = None
@@ -289,14 +295,15 @@ class ShipmlApp:
 
     async def predict_simple(self, request: http.Request, ctx: RequestContext,
                              name: str, version: str | None = None) -> http.Reply:
-        endpoint, payload = await self._admit(request, ctx, name, version)
-        if "instances" in payload:
-            data = payload["instances"]
-        elif "inputs" in payload:
-            data = payload["inputs"]
-        else:
-            raise BadRequest('body must have "instances" (a list of records or rows) or "inputs"'
-                             " (column name -> list of values)")
+        endpoint, payload, data = await self._admit_records(request, ctx, name, version)
+        if data is None:
+            if "instances" in payload:
+                data = payload["instances"]
+            elif "inputs" in payload:
+                data = payload["inputs"]
+            else:
+                raise BadRequest('body must have "instances" (a list of records or rows) or "inputs"'
+                                 " (column name -> list of values)")
         answer = await self.service.predict(endpoint, data, want_proba=True, version=version, header=request.header,
                                             payload=payload, ctx=ctx)
         outcome = answer.outcome
@@ -311,10 +318,12 @@ class ShipmlApp:
         return http.Reply(200, http.json_bytes(body), http.answered(ctx))
 
     async def predict_v1(self, request: http.Request, ctx: RequestContext, name: str) -> http.Reply:
-        endpoint, payload = await self._admit(request, ctx, name, None)
-        if "instances" not in payload:
-            raise BadRequest('body must have "instances"')
-        answer = await self.service.predict(endpoint, payload["instances"], want_proba=False, header=request.header,
+        endpoint, payload, data = await self._admit_records(request, ctx, name, None)
+        if data is None:
+            if "instances" not in payload:
+                raise BadRequest('body must have "instances"')
+            data = payload["instances"]
+        answer = await self.service.predict(endpoint, data, want_proba=False, header=request.header,
                                             payload=payload, ctx=ctx)
         body = {"predictions": _jsonable(answer.outcome.predictions)}
         return http.Reply(200, http.json_bytes(body), http.answered(ctx))
@@ -363,20 +372,27 @@ class ShipmlApp:
         return http.Reply(200, found.body, list(docs.DOCS_HEADERS), content_type=found.content_type)
 
     # -- shared steps --------------------------------------------------------------------------------------
-    async def _admit(self, request: http.Request, ctx: RequestContext, name: str,
-                     version: str | None) -> tuple[EndpointState, Any]:
+    async def _admit_records(self, request: http.Request, ctx: RequestContext, name: str,
+                             version: str | None) -> tuple[EndpointState, Any, DecodedRecords | None]:
+        """The endpoint and the body of a prediction request, checked: (endpoint, parsed body, None), or
+        (endpoint, None, the records) when the body is plainly records of the model's inputs (``records.py``). Not
+        for an endpoint whose release reads a routing key from the body: it needs the parsed body."""
+        endpoint, runner = self._runner(request, ctx, name, version)
+        body = await self.read_body(request, runner)
+        serving = endpoint.serving
+        if runner.decoder is not None and serving is not None and serving.release.ab_key is None:
+            records = runner.decoder.decode(body)
+            if records is not None:
+                return endpoint, None, records
+        return endpoint, _parse(body), None
+
+    def _runner(self, request: http.Request, ctx: RequestContext, name: str,
+                version: str | None) -> tuple[EndpointState, ModelRunner]:
         endpoint = self.service.endpoint(name)
         runner = endpoint.runner(version)  # 503 while not serving, 404 for a version it does not serve
         ctx.model, ctx.version = runner.model.name, runner.model.version
         http.check_json_content_type(request)
-        body = await self.read_body(request, runner)
-        try:
-            payload = json_body.loads(body)
-        except json_body.JSONBodyError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise BadRequest("body must be a JSON object")
-        return endpoint, payload
+        return endpoint, runner
 
     async def read_body(self, request: http.Request, runner: ModelRunner) -> bytes:
         """The body of a request for ``runner``: while it is read, the model's batcher waits for it (up to
@@ -425,6 +441,17 @@ def _label_model(ctx: RequestContext, endpoint: EndpointState) -> None:
 
 def _depth(runner: ModelRunner) -> Callable[[], float]:
     return lambda: float(runner.batcher.depth)
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    """A prediction request's body: a JSON object, else 400."""
+    try:
+        payload = json_body.loads(body)
+    except json_body.JSONBodyError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    return payload
 
 
 def _jsonable(values: np.ndarray) -> Any:

@@ -54,6 +54,7 @@ __all__ = [
     "TokenScope",
     "TokenStore",
     "default_token_path",
+    "gated",
     "parse_duration",
     "required_access",
 ]
@@ -362,6 +363,20 @@ def required_access(method: str, path: str) -> Access:
     route, parts = found
     model = _model_name(parts[0]) if route.model and parts and parts[0] is not None else None
     return Access(route.level, model=model, default_model=route.default_model)
+
+
+async def gated(gate: TokenGate | None, request: http.Request, authorization: builtins.list[str],
+                respond: Callable[[http.Request], Awaitable[http.Reply | None]]) -> http.Reply | None:
+    """The reply to ``request`` (``authorization``: its Authorization header's values) once ``gate`` lets it
+    through, its denial otherwise; without a gate every request goes through. How the transports that call the
+    app directly (granian's RSGI, shipml's own HTTP/1 cycle) apply auth."""
+    if gate is not None:
+        outcome = gate.check(request.method, request.path, authorization)
+        if isinstance(outcome, Denial):
+            return outcome.reply()
+        if outcome is not None:
+            request.token_id = outcome.id
+    return await respond(request)
 
 
 def route_path(scope: MutableMapping[str, Any]) -> str:

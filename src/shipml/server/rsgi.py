@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipml.errors import ConflictError
 from shipml.server import http
-from shipml.server.auth import Denial
+from shipml.server.auth import gated
 
 if TYPE_CHECKING:
     from granian._granian import RSGIHTTPProtocol as HTTPProtocol
@@ -147,15 +147,10 @@ class ShipmlRSGI:
             protocol.response_bytes(reply.status, headers, reply.body)
 
     async def _reply(self, scope: Scope, request: RsgiRequest) -> http.Reply | None:
-        gate = self.gate
-        if gate is not None:
-            values = [v for k, v in scope.headers.items() if k == "authorization"]
-            outcome = gate.check(request.method, request.path, values)
-            if isinstance(outcome, Denial):
-                return outcome.reply()
-            if outcome is not None:
-                request.token_id = outcome.id
-        return await self.app.respond(request)
+        if self.gate is None:
+            return await self.app.respond(request)
+        values = [v for k, v in scope.headers.items() if k == "authorization"]
+        return await gated(self.gate, request, values, self.app.respond)
 
     def cancel_inflight(self) -> int:
         tasks = list(self.inflight)

@@ -140,22 +140,26 @@ def connection_cap(max_connections: int) -> int:
     return cap
 
 
-def _config(asgi: Any, spec: DeploymentSpec, app: ShipmlApp | None = None) -> uvicorn.Config:
+def _config(spec: DeploymentSpec, app: ShipmlApp | None = None, gate: TokenGate | None = None) -> uvicorn.Config:
+    """uvicorn's settings for serving ``app`` (None: only to bind the shared socket of several workers). uvicorn
+    runs the process and the app's lifespan; each connection is shipml's own HTTP/1 protocol, which calls the
+    app directly (``uvicorn_http.py``)."""
     from shipml.server.uvicorn_http import ConnectionGuard, protocol_for
 
     limits = spec.limits
     protocol: Any = "httptools"
+    asgi: Any = app  # the lifespan's app
     if app is not None:
         guard = ConnectionGuard(limits.header_timeout_s, connection_cap(limits.max_connections),
                                 draining=lambda: app.draining)
-        protocol = protocol_for(guard)
+        protocol = protocol_for(guard, app, gate)
     return uvicorn.Config(
         asgi, host=spec.server.host, port=spec.server.port, loop="uvloop", http=protocol, ws="none",
         lifespan="on", access_log=False, log_level="warning",
         timeout_graceful_shutdown=int(spec.server.graceful_timeout_s),
         # idle keep-alive connections are closed by the header timeout; uvicorn's own timer never before it
         timeout_keep_alive=math.ceil(limits.header_timeout_s),
-        server_header=False, date_header=False, log_config=None,
+        server_header=False, date_header=True, log_config=None,
         proxy_headers=False,  # client addresses are not used; X-Forwarded-* is left to the proxy in front
     )
 
@@ -163,8 +167,8 @@ def _config(asgi: Any, spec: DeploymentSpec, app: ShipmlApp | None = None) -> uv
 def _run_uvicorn(spec: DeploymentSpec, sock: socket.socket | None) -> None:
     configure_logging()
     tune_gc()
-    app, asgi = build_app(spec)
-    server = DrainingServer(_config(asgi, spec, app), app, spec.server.drain_delay_s)
+    app, gate = build_parts(spec)
+    server = DrainingServer(_config(spec, app, gate), app, spec.server.drain_delay_s)
     server.run(sockets=[sock] if sock is not None else None)
 
 
@@ -197,7 +201,7 @@ def serve(spec: DeploymentSpec) -> None:
 
         listener = listen_address(spec.server.host, spec.server.port)
     else:
-        listener = _config(None, spec).bind_socket()
+        listener = _config(spec).bind_socket()
     metrics_dir = _multiprocess_metrics_dir()
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=run, args=(spec, listener), name=f"shipml-worker-{i}")

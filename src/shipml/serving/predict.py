@@ -30,6 +30,7 @@ import numpy as np
 
 from shipml.errors import DeadlineExceeded, ServiceUnavailable, ShipmlError
 from shipml.protocol.dataplane import ModelRunner, Outcome, Tag
+from shipml.protocol.records import DecodedRecords
 from shipml.release.router import Default, Target, route
 from shipml.release.shadow import Disagreement, compare
 from shipml.serving.context import RequestContext
@@ -222,7 +223,7 @@ def count_rows(data: Any) -> int:
     """Rows in a request's input: records or value rows, columns (name -> values), or a matrix."""
     if isinstance(data, np.ndarray):
         return int(data.shape[0]) if data.ndim else 1
-    if isinstance(data, list):
+    if isinstance(data, list | DecodedRecords):
         return len(data)
     if isinstance(data, dict):
         for values in data.values():

@@ -1,6 +1,7 @@
-"""The two transports against each other: one ``respond`` behind granian (:class:`ShipmlRSGI`, no ASGI layer)
-and behind uvicorn (:class:`AsgiRequest` + ``send_asgi``) sees the same request and its reply reaches the client
-the same way - bodies whole or chunked, limits, a client gone mid-body, a failing handler, the token gate."""
+"""The three transports against each other: one ``respond`` behind granian (:class:`ShipmlRSGI`), behind uvicorn
+with shipml's own HTTP/1 cycle (``uvicorn_http.py``) and behind any ASGI server (:class:`AsgiRequest` +
+``send_asgi``, as under Ray Serve) sees the same request and its reply reaches the client the same way - bodies
+whole or chunked, limits, a client gone mid-body, a failing handler, draining, the token gate."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from shipml.errors import ConflictError, PayloadTooLarge, RequestTimeout
 from shipml.server import http
 from shipml.server.auth import TokenGate, TokenStore
 from shipml.server.rsgi import ShipmlRSGI, listen_address
+from shipml.server.uvicorn_http import ConnectionGuard, protocol_for
 from tests.e2e.server_process import free_port
 from tests.e2e.slow_clients import read_until_closed
 from tests.server.test_rejected_garbage import close
@@ -42,6 +44,7 @@ class Probe:
         self.done = threading.Event()
         self.draining = False
         self.read_deadlines = http.ReadDeadlines(BODY_TIMEOUT_S)
+        self.max_body = LIMIT
 
     async def respond(self, request: http.Request) -> http.Reply | None:
         if request.path == "/fail":
@@ -75,7 +78,9 @@ def _wait_listening(port: int) -> None:
 
 
 @contextmanager
-def uvicorn_server(probe: Probe) -> Iterator[str]:
+def asgi_server(probe: Probe) -> Iterator[str]:
+    """Stock uvicorn with the probe behind the ASGI adapters (what Ray Serve's proxy calls)."""
+
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -83,9 +88,29 @@ def uvicorn_server(probe: Probe) -> Iterator[str]:
         if reply is not None:
             await http.send_asgi(send, reply)
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                                           lifespan="off", log_config=None, access_log=False))
+    with _uvicorn(uvicorn.Config(asgi, host="127.0.0.1", port=free_port(), loop="uvloop", http="httptools",
+                                 lifespan="off", log_config=None, access_log=False)) as url:
+        yield url
+
+
+async def _no_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    raise AssertionError("shipml's own HTTP/1 cycle never calls the ASGI app")
+
+
+@contextmanager
+def direct_server(probe: Probe, gate: TokenGate | None = None, header_timeout_s: float = 10.0) -> Iterator[str]:
+    """uvicorn running shipml's own HTTP/1 cycle, calling the probe directly (as ``shipml serve --http uvicorn``)."""
+    guard = ConnectionGuard(header_timeout_s, 100, draining=lambda: probe.draining)
+    protocol = protocol_for(guard, probe, gate)  # type: ignore[arg-type]
+    with _uvicorn(uvicorn.Config(_no_asgi, host="127.0.0.1", port=free_port(), loop="uvloop", http=protocol,
+                                 ws="none", lifespan="off", log_config=None, access_log=False)) as url:
+        yield url
+
+
+@contextmanager
+def _uvicorn(config: uvicorn.Config) -> Iterator[str]:
+    port = config.port
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run)
     thread.start()
     try:
@@ -120,8 +145,9 @@ def probe() -> Probe:
 
 @pytest.fixture(scope="module")
 def servers(probe: Probe) -> Iterator[dict[str, str]]:
-    with uvicorn_server(probe) as uvicorn_url, granian_server(ShipmlRSGI(probe)) as granian_url:  # type: ignore[arg-type]
-        yield {"uvicorn": uvicorn_url, "granian": granian_url}
+    with asgi_server(probe) as asgi_url, direct_server(probe) as uvicorn_url, \
+            granian_server(ShipmlRSGI(probe)) as granian_url:  # type: ignore[arg-type]
+        yield {"asgi": asgi_url, "uvicorn": uvicorn_url, "granian": granian_url}
 
 
 def both(servers: dict[str, str], method: str, target: str, **kwargs: Any) -> dict[str, httpx.Response]:
@@ -133,7 +159,7 @@ def test_the_request_is_seen_the_same(servers: dict[str, str]) -> None:
                    headers=[("Content-Type", "application/json"), ("X-Token", "Abc"), ("x-multi", "1"),
                             ("X-Multi", "2")])
     seen = {name: a.json() for name, a in answers.items()}
-    assert seen["granian"] == seen["uvicorn"]
+    assert seen["granian"] == seen["uvicorn"] == seen["asgi"]
     assert seen["granian"] == {
         "method": "POST", "path": "/models/café x/predict", "size": 2, "token_id": None,
         "headers": {"content-type": "application/json", "x-multi": "1", "x-token": "Abc",
@@ -148,7 +174,7 @@ def test_the_reply_reaches_the_client_the_same(servers: dict[str, str]) -> None:
         assert (answer.headers["x-answer"], answer.headers["x-request-id"]) == ("yes", "abc"), name
         assert answer.json()["size"] == 1000, name
     failed = both(servers, "GET", "/fail")
-    assert {n: a.status_code for n, a in failed.items()} == {"uvicorn": 500, "granian": 500}
+    assert {n: a.status_code for n, a in failed.items()} == {"asgi": 500, "uvicorn": 500, "granian": 500}
 
 
 def test_bodies_arrive_whole_or_in_chunks_within_the_limit(servers: dict[str, str]) -> None:
@@ -164,8 +190,9 @@ def test_bodies_arrive_whole_or_in_chunks_within_the_limit(servers: dict[str, st
         assert "2000001 bytes" in declared.json()["error"], name  # refused from Content-Length, before reading
 
 
-def test_a_client_gone_mid_body_is_a_disconnect(servers: dict[str, str], probe: Probe) -> None:
-    port = httpx.URL(servers["granian"]).port
+@pytest.mark.parametrize("name", ["granian", "uvicorn"])
+def test_a_client_gone_mid_body_is_a_disconnect(servers: dict[str, str], probe: Probe, name: str) -> None:
+    port = httpx.URL(servers[name]).port
     for length in (b"Content-Length: 100000\r\n", b"Content-Length: 1500000\r\n"):  # read whole, streamed
         probe.done.clear()
         with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -195,8 +222,9 @@ def test_a_body_not_all_sent_by_its_deadline_gets_408_and_its_connection_closed(
     assert probe.read_deadlines.reading == 0
 
 
-def test_answers_while_draining_close_their_connection_under_granian(servers: dict[str, str], probe: Probe) -> None:
-    with socket.create_connection(("127.0.0.1", httpx.URL(servers["granian"]).port)) as sock:
+@pytest.mark.parametrize("name", ["granian", "uvicorn"])
+def test_answers_while_draining_close_their_connection(servers: dict[str, str], probe: Probe, name: str) -> None:
+    with socket.create_connection(("127.0.0.1", httpx.URL(servers[name]).port)) as sock:
         request = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
         sock.sendall(request)
         sock.settimeout(5)
@@ -212,11 +240,13 @@ def test_answers_while_draining_close_their_connection_under_granian(servers: di
     assert closed
 
 
-def test_the_token_gate_under_granian(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["granian", "uvicorn"])
+def test_the_token_gate(tmp_path: Path, name: str) -> None:
     store = TokenStore(tmp_path / "tokens.json")
     token, info = store.create("predict", model="churn")
-    app = ShipmlRSGI(Probe(), TokenGate(store, default_model="churn"))  # type: ignore[arg-type]
-    with granian_server(app) as url:
+    gate = TokenGate(store, default_model="churn")
+    app = ShipmlRSGI(Probe(), gate)  # type: ignore[arg-type]
+    with granian_server(app) if name == "granian" else direct_server(Probe(), gate) as url:
         missing = httpx.post(url + "/predict", content=b"{}")
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == 'Bearer realm="shipml"'
         assert "missing bearer token" in missing.json()["error"]
