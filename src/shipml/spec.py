@@ -71,8 +71,10 @@ class ServerSpec(_Strict):
         "how often a server reads the registry's aliases and release state of the models it follows (two small"
         " files per model; one small object in an S3 registry; nothing is read per request)"))
     http: Literal["uvicorn", "granian"] = Field(
-        "granian", description="HTTP server: granian (HTTP parsed in Rust, the app called through RSGI: about half"
-                               " the time per request outside the app), or uvicorn (uvloop + httptools, ASGI)")
+        "uvicorn", description="HTTP server: uvicorn (uvloop + httptools, with shipml's own HTTP/1 request cycle"
+                               " calling the app directly), or granian (HTTP parsed in Rust, the app called through"
+                               " RSGI). On the machines measured uvicorn served more requests per second, with"
+                               " ~0.2 context switches per request where granian made ~3 (bench/RESULTS.md)")
 
 
 class BatchingSpec(_Strict):
@@ -100,8 +102,8 @@ class LimitsSpec(_Strict):
         " connection is closed"))
     max_connections: int = Field(4096, ge=16, le=1_000_000, description=(
         "open connections per worker at most (lowered to what the process's open-files limit allows, with a"
-        " warning). granian accepts no more until one closes; uvicorn answers a request on a connection past the"
-        " cap with 503 and closes it"))
+        " warning). Past it a new connection waits, unread, until one closes (up to 2,048 waiting: the listen"
+        " backlog)"))
 
 
 class InputPolicySpec(_Strict):

@@ -15,9 +15,9 @@ from shipml.spec import parse_spec
 ENDPOINTS = [{"name": "churn", "models": ["churn"]}]
 
 
-def test_http_backend_defaults_to_granian_and_takes_uvicorn() -> None:
-    assert parse_spec({"endpoints": ENDPOINTS}).server.http == "granian"
-    assert parse_spec({"endpoints": ENDPOINTS, "server": {"http": "uvicorn"}}).server.http == "uvicorn"
+def test_http_backend_defaults_to_uvicorn_and_takes_granian() -> None:
+    assert parse_spec({"endpoints": ENDPOINTS}).server.http == "uvicorn"
+    assert parse_spec({"endpoints": ENDPOINTS, "server": {"http": "granian"}}).server.http == "granian"
 
 
 def test_an_unknown_http_backend_is_refused_naming_the_field_and_the_choices() -> None:

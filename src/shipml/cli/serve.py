@@ -17,7 +17,7 @@ from shipml.cli._common import Context, emit_json, handle_errors
 @click.option("--port", type=int, help="Port (default 8000).")
 @click.option("--workers", type=int, help="Worker processes (default 1).")
 @click.option("--http", type=click.Choice(["uvicorn", "granian"]),
-              help="HTTP server (default granian: HTTP parsed in Rust, less time per request; or uvicorn).")
+              help="HTTP server (default uvicorn: uvloop + httptools with shipml's own request cycle; or granian).")
 @click.option("--max-batch-size", type=int, help="Rows merged into one predict call at most.")
 @click.option("--max-latency-ms", type=float,
               help="Longest a batch waits for requests whose bodies are still arriving.")

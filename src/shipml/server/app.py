@@ -3,9 +3,9 @@ release state and the choice of model per request, and the dataplane (protocol/d
 
 No web framework on the hot path: one dict lookup (or one regex) routes a request, the body is read with a
 limit, and orjson encodes the answer. Handlers take a transport-free ``http.Request`` and return an
-``http.Reply``; :meth:`ShipmlApp.handle` serves them over ASGI (uvicorn, Ray Serve) and ``server/rsgi.py`` over
-granian's RSGI. Models load in the background after start-up, so liveness answers at once and readiness turns
-200 only when every model is loaded and has passed its golden check.
+``http.Reply``; ``server/uvicorn_http.py`` serves them under uvicorn, ``server/rsgi.py`` over granian's RSGI and
+:meth:`ShipmlApp.handle` over ASGI (Ray Serve). Models load in the background after start-up, so liveness
+answers at once and readiness turns 200 only when every model is loaded and has passed its golden check.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The few HTTP mechanics the server needs, independent of the HTTP server underneath.
 
 Handlers see a :class:`Request` (method, path, headers by lower-case name, a bounded body read) and return a
-:class:`Reply` (status, whole body, content type, extra headers). Two thin transports carry them:
-:class:`AsgiRequest` / :func:`send_asgi` for ASGI servers (uvicorn, Ray Serve) and ``server/rsgi.py`` for
-granian's RSGI protocol, so a request under granian never goes through an ASGI translation layer.
+:class:`Reply` (status, whole body, content type, extra headers). Three thin transports carry them: shipml's
+own HTTP/1 cycle under uvicorn (``server/uvicorn_http.py``), ``server/rsgi.py`` for granian's RSGI protocol, and
+:class:`AsgiRequest` / :func:`send_asgi` for ASGI servers (Ray Serve): neither of the first two goes through an
+ASGI translation layer.
 
 Reading a body has a deadline (:class:`ReadDeadlines`, ``limits.body_timeout_s``): a client that sends its body
 a byte at a time gets 408, and a 408 always closes its connection (the rest of the body is never read).
