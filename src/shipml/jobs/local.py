@@ -103,6 +103,7 @@ def _report_rows(n: int) -> None:
 
 
 def _score(job: JobSpec, part: PartSpec) -> PartResult:
+    scoring.lean_imports(job)
     scoring.model_for(job)  # first: a thread limit only reaches the native libraries loaded when it is set
     with scoring.thread_limit(job.threads_per_worker):
         return scoring.score_part(job, part, _report_rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from shipml.jobs.sources import PartData, read_part
 from shipml.jobs.spec import PREDICTION, PROBA_PREFIX, JobSpec, PartSpec
 from shipml.monitoring.log import LogBatch, PredictionLog
 from shipml.package.loaded import LoadedModel, Prediction, load_package
+from shipml.package.manifest import read_manifest
 from shipml.package.signature import Problem
 from shipml.package.validation import Table
 
@@ -47,6 +49,24 @@ def model_for(job: JobSpec) -> LoadedModel:
             _models[job.model_path] = model
             _loads[job.model_path] = _loads.get(job.model_path, 0) + 1
         return model
+
+
+def lean_imports(job: JobSpec) -> None:
+    """For a worker process of the local engine (never a process of the user's: the driver, a notebook), before
+    its model loads: a LightGBM model's worker imports LightGBM without its scikit-learn layer
+    (``runtimes.lightgbm.import_lean``), so without scikit-learn and the bulk of SciPy: its start-up is ~0.3 s
+    shorter and it holds less memory. (pandas is imported all the same: pyarrow's conversions import it.) The
+    manifest read here only chooses imports; the load checks it."""
+    if "lightgbm" in sys.modules:
+        return
+    try:
+        runtime = read_manifest(Path(job.model_path)).runtime
+    except Exception:  # the load says what is wrong with the package
+        return
+    if runtime.name == "lightgbm":
+        from shipml.runtimes.lightgbm import import_lean
+
+        import_lean(pandas=bool(runtime.info.get("pandas_categorical")))
 
 
 def model_loads(job: JobSpec) -> int:
