@@ -1,6 +1,8 @@
-"""Online serving benchmark: ``shipml serve`` against the plain tutorial FastAPI app and the HTTP floors (a bare
-ASGI app parsing the body with orjson and returning a constant, under uvicorn + httptools + uvloop and under
-granian), on the same LightGBM model, in one run. shipml is compared with the faster floor on this machine.
+"""Online serving benchmark: ``shipml serve`` (its defaults, and with ``--http granian``) against the plain tutorial
+FastAPI app and the HTTP floors (a bare ASGI app parsing the body with orjson and returning a constant, under
+uvicorn + httptools + uvloop and under granian), on the same LightGBM model, in one run. shipml is compared with
+the faster floor on this machine. Each measured run also reads the server's context switches and CPU time (every
+thread, from /proc) and divides them by the requests served.
 
     .venv/bin/python bench/serve_bench.py                      # 3 rounds x 10 s per server and body size
     .venv/bin/python bench/serve_bench.py --rounds 1 --seconds 5   # a quick check
@@ -66,9 +68,10 @@ def setup(data: Path) -> None:
 
 def server_command(kind: str, data: Path, port: int) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if kind == "shipml":
+    if kind.startswith("shipml"):  # shipml: its defaults (uvicorn); shipml-granian: the other HTTP server
+        http = ["--http", "granian"] if kind == "shipml-granian" else []
         return [PY, "-m", "shipml.cli", "--registry", str(data / "registry"), "serve", "lgbm",
-                "--port", str(port), "--no-access-log"], env
+                "--port", str(port), "--no-access-log", *http], env
     if kind == "tutorial":
         env["MODEL_PATH"] = str(data / "model.joblib")
         return [PY, "-m", "uvicorn", "bench.baselines.tutorial_app:app", "--port", str(port),
@@ -139,6 +142,34 @@ def wrk(data: Path, port: int, rows: int, seconds: float) -> dict[str, float]:
     return result
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (granian's command line serves from a child process)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            todo += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def process_counters(pid: int) -> tuple[int, float]:
+    """(context switches, voluntary and involuntary, CPU seconds) of every thread of process ``pid`` and its
+    descendants so far."""
+    switches, ticks = 0, 0
+    tasks = [task for process in process_tree(pid) for task in Path(f"/proc/{process}/task").iterdir()]
+    for task in tasks:
+        try:
+            status = (task / "status").read_text()
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        switches += sum(int(n) for n in re.findall(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)", status, re.M))
+        fields = stat.rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return switches, ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
@@ -154,7 +185,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run(data: Path, rounds: int, seconds: float) -> dict[str, Any]:
-    kinds = ("shipml", "tutorial", "floor", "floor-granian")
+    kinds = ("shipml", "shipml-granian", "tutorial", "floor", "floor-granian")
     samples: dict[str, dict[int, list[dict[str, float]]]] = {k: {1: [], 100: []} for k in kinds}
     rss: list[float] = []
     compiled: list[tuple[str, float]] = []
@@ -164,16 +195,22 @@ def run(data: Path, rounds: int, seconds: float) -> dict[str, Any]:
             port += 1
             proc, _ = start(kind, data, port)
             try:
-                if kind == "shipml":
+                if kind.startswith("shipml"):
                     status, waited = wait_compiled(port)
                     compiled.append((status, waited))
                     print(f"round {r + 1} shipml compile status {status!r} after {waited:.1f} s", flush=True)
                 for rows in (1, 100):
                     wrk(data, port, rows, min(3.0, seconds))  # warm-up
+                    before = process_counters(proc.pid)
                     result = wrk(data, port, rows, seconds)
+                    after = process_counters(proc.pid)
+                    served = result["rps"] * round(seconds)
+                    result["ctx_per_request"] = (after[0] - before[0]) / served
+                    result["cpu_us_per_request"] = (after[1] - before[1]) / served * 1e6
                     samples[kind][rows].append(result)
                     print(f"round {r + 1} {kind:8} {rows:3} rows: {result['rps']:9.0f} req/s  p50 "
-                          f"{result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  errors {result['errors']:.0f}",
+                          f"{result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  errors {result['errors']:.0f}"
+                          f"  ctx/req {result['ctx_per_request']:.3f}  cpu/req {result['cpu_us_per_request']:.1f} us",
                           flush=True)
                 if kind == "shipml":
                     rss.append(rss_mb(proc.pid))
@@ -193,11 +230,13 @@ def run(data: Path, rounds: int, seconds: float) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> None:
     m = result["medians"]
-    print("\n| server | rows/request | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
-    for kind in ("shipml", "tutorial", "floor", "floor-granian"):
+    print("\n| server | rows/request | req/s | p50 ms | p99 ms | context switches / request | CPU µs / request |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
+    for kind in ("shipml", "shipml-granian", "tutorial", "floor", "floor-granian"):
         for rows in (1, 100):
             s = m[kind][rows]
-            print(f"| {kind} | {rows} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |")
+            print(f"| {kind} | {rows} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |"
+                  f" {s['ctx_per_request']:.3f} | {s['cpu_us_per_request']:.1f} |")
     ship1, tut1 = m["shipml"][1], m["tutorial"][1]
     best1 = max(("floor", "floor-granian"), key=lambda k: m[k][1]["rps"])  # the faster floor on this machine
     best100 = max(("floor", "floor-granian"), key=lambda k: m[k][100]["rps"])
