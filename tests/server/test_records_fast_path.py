@@ -28,8 +28,7 @@ from shipml.package.columns import record_rows, rows_matrix
 from shipml.protocol import json_body
 from shipml.protocol.records import DecodedRecords, RecordsDecoder
 from shipml.server.app import ShipmlApp
-from shipml.spec import DeploymentSpec
-from tests.server.test_rejected_garbage import close
+from tests.server.test_rejected_garbage import in_process
 
 NAMES = ["x0", "x1", "width-cm", "é", "n"]  # names that are not identifiers, or not ASCII; "n" is an int column
 
@@ -42,16 +41,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ShipmlApp
     X["n"] = rng.integers(0, 10, 300)
     model = lgb.LGBMClassifier(n_estimators=5, num_leaves=3, verbose=-1).fit(X, (X["x0"] > 0).astype(int))
     shipml.save_model(model, "clf", sample=X, registry=root)
-    spec = DeploymentSpec.model_validate({
-        "registry": str(root), "server": {"access_log": False, "compile": "off"}, "limits": {"max_rows": 20},
-        "endpoints": [{"name": "clf", "models": ["clf"]}]})
-    loop = asyncio.new_event_loop()
-    app = ShipmlApp(spec)
-    loop.run_until_complete(app.load_models())
-    assert app.endpoints["clf"].runner().model.signature.column("n").dtype == "int"
-    yield app, loop
-    loop.run_until_complete(app.shutdown())
-    close(loop)
+    with in_process(root, max_rows=20) as (app, loop):
+        assert app.endpoints["clf"].runner().model.signature.column("n").dtype == "int"
+        yield app, loop
 
 
 GOOD_NUMBERS = st.one_of(

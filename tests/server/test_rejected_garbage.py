@@ -12,6 +12,8 @@ import asyncio
 import gc
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -37,19 +39,28 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ShipmlApp
     X = pd.DataFrame(rng.normal(size=(300, 6)), columns=NAMES)
     model = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, verbose=-1).fit(X, (X["x0"] > 0).astype(int))
     shipml.save_model(model, "clf", sample=X, registry=root)
+    logger = logging.getLogger("shipml")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # a 5xx logs its traceback: not what is tested here
+    with in_process(root, max_rows=40) as served:
+        yield served
+    logger.setLevel(level)
+
+
+@contextmanager
+def in_process(registry: Path, max_rows: int) -> Iterator[tuple[ShipmlApp, asyncio.AbstractEventLoop]]:
+    """The app serving ``clf`` from ``registry`` (compiled trees off), loaded on a loop of its own."""
     spec = DeploymentSpec.model_validate({
-        "registry": str(root), "server": {"access_log": False, "compile": "off"}, "limits": {"max_rows": 40},
+        "registry": str(registry), "server": {"access_log": False, "compile": "off"}, "limits": {"max_rows": max_rows},
         "endpoints": [{"name": "clf", "models": ["clf"]}]})
     loop = asyncio.new_event_loop()
     app = ShipmlApp(spec)
     loop.run_until_complete(app.load_models())
-    logger = logging.getLogger("shipml")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)  # a 5xx logs its traceback: not what is tested here
-    yield app, loop
-    logger.setLevel(level)
-    loop.run_until_complete(app.shutdown())
-    close(loop)
+    try:
+        yield app, loop
+    finally:
+        loop.run_until_complete(app.shutdown())
+        close(loop)
 
 
 def close(loop: asyncio.AbstractEventLoop) -> None:
