@@ -123,6 +123,8 @@ class Client:
         self.sock.settimeout(within_s)
         try:
             return not self._fill() and not self.buffer
+        except ConnectionResetError:  # closed with bytes of ours unread: the kernel resets
+            return not self.buffer
         except TimeoutError:
             return False
 
@@ -241,6 +243,27 @@ def test_garbage_is_400_and_closes(port: int, garbage: bytes) -> None:
         client.send(garbage)
         answer = client.answer()
         assert answer.status == 400 and answer.header("connection") == "close"
+        assert client.closed()
+
+
+def test_a_head_past_64_kib_is_431_and_closes(port: int) -> None:
+    """httptools keeps a header whole however long it grows: the head is capped, however slowly it comes."""
+    with Client(port) as client:  # a large head within the cap, in small pieces: served
+        head = get("/healthz", extra=b"X-Big: " + b"a" * 60_000 + b"\r\n")
+        for i in range(0, len(head), 1024):
+            client.send(head[i:i + 1024])
+        assert client.answer().status == 200
+    with Client(port) as client:  # one endless header: refused before a megabyte is read
+        client.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Endless: ")
+        sent = 0
+        try:
+            while sent < 1_000_000:
+                client.send(b"a" * 4096)
+                sent += 4096
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = client.answer()
+        assert answer.status == 431 and answer.header("connection") == "close"
         assert client.closed()
 
 

@@ -5,6 +5,7 @@ whole or chunked, limits, a client gone mid-body, a failing handler, draining, t
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -269,3 +270,21 @@ def test_a_port_in_use_is_refused_even_by_a_reuse_port_socket() -> None:
         with pytest.raises(ConflictError, match=f"cannot listen on localhost:{port}"):
             listen_address("localhost", port)
     assert listen_address("localhost", port) == "127.0.0.1"  # names resolve: granian takes addresses only
+
+
+@pytest.mark.parametrize("name", ["granian", "uvicorn"])
+def test_an_endless_header_is_cut_off(servers: dict[str, str], name: str) -> None:
+    """A header that never ends is refused before a megabyte of it is read (the server keeps a header whole)."""
+    with socket.create_connection(("127.0.0.1", httpx.URL(servers[name]).port)) as sock:
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nX-Endless: ")
+        sent = 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < 1_000_000:
+                sock.sendall(b"a" * 4096)
+                sent += 4096
+        try:
+            answer, closed = read_until_closed(sock, 5)
+        except ConnectionResetError:
+            answer, closed = b"", True
+    assert closed, name  # within 5 s: well before the header timeout (10 s) would close it
+    assert answer == b"" or answer.startswith((b"HTTP/1.1 431 ", b"HTTP/1.1 400 ")), (name, answer[:100])

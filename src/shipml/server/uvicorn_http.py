@@ -15,6 +15,7 @@ What the cycle keeps of HTTP/1.1, as uvicorn's did:
 - ``Expect: 100-continue`` gets its interim answer when the app starts reading the body, so a refused request
   never makes the client send it.
 - A ``HEAD`` answer has the headers (Content-Length included) and no body; every answer has a ``Date``.
+- A request's head may hold 64 KiB (``MAX_HEAD_BYTES``): past it, 431 and the connection closed.
 - A client that stops reading answers: the next answer waits until the transport drains.
 
 And what it adds against slow and numerous clients (granian gets the same from its own settings, see ``rsgi.py``):
@@ -61,6 +62,12 @@ MAX_WAITING = 2048
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n" \
     b"connection: close\r\n\r\nInvalid HTTP request."
+#: The most a request's head (request line and headers) may hold: httptools keeps a header whole in memory
+#: however long it grows, so a client sending one endless header would fill it. Past this (give or take one
+#: read), 431 and the connection closed.
+MAX_HEAD_BYTES = 64 * 1024
+_HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n" \
+    b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large."
 #: Each status's line, as uvicorn writes it.
 STATUS = {code: f"HTTP/1.1 {code} {http.client.responses.get(code, '')}\r\n" for code in range(100, 600)}
 _INTERNAL_ERROR = web.Reply(500, b"Internal Server Error", content_type="text/plain; charset=utf-8")
@@ -212,6 +219,8 @@ class ShipmlHttpProtocol(HttpToolsProtocol):
     parsing: DirectRequest | None = None  # the request whose bytes the parser is reading
     active: DirectRequest | None = None  # the request being answered
     closing = False  # close once the active request is answered (uvicorn's shutdown)
+    began = False  # a request began in the read being parsed
+    head_bytes = 0  # bytes of the current request's head read so far (see MAX_HEAD_BYTES)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -223,12 +232,20 @@ class ShipmlHttpProtocol(HttpToolsProtocol):
             self.held += data
             self.transport.pause_reading()
             return
+        self.began = False
         try:
             self.parser.feed_data(data)
         except Exception as exc:  # httptools' parse errors and upgrade requests (not served)
             if not self.transport.is_closing():
                 log.debug("invalid HTTP request: %s", exc)
                 self.transport.write(_BAD_REQUEST)
+                self.transport.close()
+            return
+        parsing = self.parsing
+        if parsing is not None and not parsing.method and not self.began:  # all of it is head: count it
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self.transport.write(_HEAD_TOO_LARGE)
                 self.transport.close()
 
     def take_place(self) -> None:
@@ -264,6 +281,8 @@ class ShipmlHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self.parsing = DirectRequest(self)
         self.url = b""
+        self.began = True  # the head's bytes in this read are not counted (at most one read's worth)
+        self.head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
