@@ -229,21 +229,23 @@ def test_a_body_past_the_limit_is_413_and_closes(port: int) -> None:
 @pytest.mark.parametrize("request_bytes", [get("/healthz").replace(b"HTTP/1.1", b"HTTP/1.0"),
                                            get("/healthz", extra=b"Connection: close\r\n")])
 def test_http_1_0_and_connection_close_end_the_connection(port: int, request_bytes: bytes) -> None:
-    with Client(port) as client:
-        client.send(request_bytes)
-        answer = client.answer()
-        assert answer.status == 200 and answer.header("connection") == "close"
-        assert client.closed()
+    assert closing_answer(port, request_bytes).status == 200
 
 
 @pytest.mark.parametrize("garbage", [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"GET / HTTP/9.9\r\n\r\n",
                                      b"POST /predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"])
 def test_garbage_is_400_and_closes(port: int, garbage: bytes) -> None:
+    assert closing_answer(port, garbage).status == 400
+
+
+def closing_answer(port: int, data: bytes) -> Answer:
+    """The answer to ``data`` on a connection of its own, which the answer must close."""
     with Client(port) as client:
-        client.send(garbage)
+        client.send(data)
         answer = client.answer()
-        assert answer.status == 400 and answer.header("connection") == "close"
+        assert answer.header("connection") == "close"
         assert client.closed()
+    return answer
 
 
 def test_a_head_past_64_kib_is_431_and_closes(port: int) -> None:
