@@ -37,6 +37,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 FEATURES = [f"f{i}" for i in range(28)]
+#: The servers measured, in each round's order.
+KINDS = ("shipml", "shipml-granian", "tutorial", "floor", "floor-granian")
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local f = io.open(os.getenv("BODY_FILE"), "rb")
@@ -185,7 +187,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run(data: Path, rounds: int, seconds: float) -> dict[str, Any]:
-    kinds = ("shipml", "shipml-granian", "tutorial", "floor", "floor-granian")
+    kinds = KINDS
     samples: dict[str, dict[int, list[dict[str, float]]]] = {k: {1: [], 100: []} for k in kinds}
     rss: list[float] = []
     compiled: list[tuple[str, float]] = []
@@ -232,7 +234,7 @@ def report(result: dict[str, Any]) -> None:
     m = result["medians"]
     print("\n| server | rows/request | req/s | p50 ms | p99 ms | context switches / request | CPU µs / request |\n"
           "|---|---:|---:|---:|---:|---:|---:|")
-    for kind in ("shipml", "shipml-granian", "tutorial", "floor", "floor-granian"):
+    for kind in KINDS:
         for rows in (1, 100):
             s = m[kind][rows]
             print(f"| {kind} | {rows} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} |"

@@ -96,7 +96,7 @@ class ModelRunner:
     # -- per request, on the event loop --------------------------------------------------------------------
     def prepare(self, data: Any, *, want_proba: bool = True) -> Request:
         """Structural checks of one request's input (missing/unknown columns, row limit)."""
-        if type(data) is DecodedRecords and self.decoder is not None and data.names == self.decoder.names:
+        if type(data) is DecodedRecords:  # of this model's inputs (``infer`` turned others back into records)
             if len(data.rows) > self.max_rows:
                 raise TooManyRows(f"{len(data.rows)} rows in one request; the limit is {self.max_rows}")
             return Request(data.rows, len(data.rows), want_proba, data)

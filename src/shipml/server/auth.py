@@ -365,17 +365,16 @@ def required_access(method: str, path: str) -> Access:
     return Access(route.level, model=model, default_model=route.default_model)
 
 
-async def gated(gate: TokenGate | None, request: http.Request, authorization: builtins.list[str],
+async def gated(gate: TokenGate, request: http.Request, authorization: builtins.list[str],
                 respond: Callable[[http.Request], Awaitable[http.Reply | None]]) -> http.Reply | None:
     """The reply to ``request`` (``authorization``: its Authorization header's values) once ``gate`` lets it
-    through, its denial otherwise; without a gate every request goes through. How the transports that call the
-    app directly (granian's RSGI, shipml's own HTTP/1 cycle) apply auth."""
-    if gate is not None:
-        outcome = gate.check(request.method, request.path, authorization)
-        if isinstance(outcome, Denial):
-            return outcome.reply()
-        if outcome is not None:
-            request.token_id = outcome.id
+    through, its denial otherwise. How the transports that call the app directly (granian's RSGI, shipml's own
+    HTTP/1 cycle) apply auth; without auth they call ``respond`` themselves (a coroutine less per request)."""
+    outcome = gate.check(request.method, request.path, authorization)
+    if isinstance(outcome, Denial):
+        return outcome.reply()
+    if outcome is not None:
+        request.token_id = outcome.id
     return await respond(request)
 
 

@@ -37,7 +37,6 @@ The body timeout is the app's (``http.ReadDeadlines``): 408, and the connection 
 from __future__ import annotations
 
 import asyncio
-import http.client
 import logging
 import time
 import urllib.parse
@@ -46,7 +45,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from httptools import parse_url
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from shipml.server import http as web
 from shipml.server.auth import gated
@@ -68,8 +67,6 @@ _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=u
 MAX_HEAD_BYTES = 64 * 1024
 _HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n" \
     b"content-length: 32\r\nconnection: close\r\n\r\nRequest header fields too large."
-#: Each status's line, as uvicorn writes it.
-STATUS = {code: f"HTTP/1.1 {code} {http.client.responses.get(code, '')}\r\n" for code in range(100, 600)}
 _INTERNAL_ERROR = web.Reply(500, b"Internal Server Error", content_type="text/plain; charset=utf-8")
 _UNREADABLE_PATH = web.Reply(400, b'{"error":"the request target is not a path"}')
 
@@ -305,8 +302,7 @@ class ShipmlHttpProtocol(HttpToolsProtocol):
         parser = self.parser
         request.method = parser.get_method().decode("ascii")
         request.path = _path(self.url)
-        request.keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0" \
-            and not self.guard.draining()
+        request.keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"  # draining: _write
         if self.active is None:
             self._start(request)
         else:  # pipelined: its turn comes when the active one is answered
@@ -367,7 +363,7 @@ class ShipmlHttpProtocol(HttpToolsProtocol):
         body = reply.body
         keep = request.keep_alive and request.complete and not self.closing \
             and not web.closes_connection(reply.status) and not self.guard.draining()
-        head = f"{STATUS[reply.status]}content-type: {reply.content_type}\r\ncontent-length: {len(body)}\r\n"
+        head = f"content-type: {reply.content_type}\r\ncontent-length: {len(body)}\r\n"
         if reply.headers:
             for name, value in reply.headers:
                 if not value.isprintable():  # never a header split by a value the client sent
@@ -375,7 +371,7 @@ class ShipmlHttpProtocol(HttpToolsProtocol):
             head += "".join([f"{name}: {value}\r\n" for name, value in reply.headers])
         if not keep:
             head += "connection: close\r\n"
-        data = head.encode("latin-1")
+        data = STATUS_LINE[reply.status] + head.encode("latin-1")  # the status line as uvicorn writes it
         for key, raw in self.server_state.default_headers:  # the date, updated each second by uvicorn
             data += key + b": " + raw + b"\r\n"
         data += b"\r\n"
