@@ -182,6 +182,32 @@ def test_all_numeric_features_at_once_count_as_each_alone(tmp_path_factory: pyte
     assert counts.feature_counts(0).tolist() == [int(v) for v in expected]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-5, 5)),
+                         min_size=3, max_size=3), max_size=30),
+       st.permutations([0, 1, 2]))
+def test_a_matrix_counts_as_its_columns(tmp_path_factory: pytest.TempPathFactory, rows: list[list[float]],
+                                        order: list[int]) -> None:
+    """The served matrix, counted as it is (columns in any order, one more than the reference has), gives the
+    counts of the same values given column by column."""
+    from shipml.package.profile import numeric_profile
+    from shipml.package.signature import ColumnSpec, OutputSpec, Signature
+
+    names = ["a", "b"]
+    specs = [ColumnSpec(name=n, dtype="float", pandas_dtype="float64", nullable=True) for n in names]
+    signature = Signature(inputs=specs, input_kind="dataframe", outputs=OutputSpec(task="regression"))
+    training = np.random.default_rng(0).normal(size=200)
+    reference = Reference.build("m", "1.0.0", signature, {"features": {n: numeric_profile(training * (i + 1))
+                                                                        for i, n in enumerate(names)}})
+    matrix = np.array(rows, dtype=np.float64).reshape(len(rows), 3)[:, order]
+    labels = [["a", "b", "extra"][j] for j in order]
+    columns = {name: np.ascontiguousarray(matrix[:, j]) for j, name in enumerate(labels)}
+    alone, together = Counts(reference), Counts(reference)
+    alone.add(columns)
+    together.add(columns, matrix=matrix, names=labels)
+    assert np.array_equal(alone.values, together.values) and alone.rows == together.rows == len(rows)
+
+
 def test_a_package_directory_gives_the_same_reference(models: tuple[LoadedModel, LoadedModel],
                                                       reference: Reference) -> None:
     import orjson

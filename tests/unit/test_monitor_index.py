@@ -96,10 +96,10 @@ def test_the_newest_index_rows_are_kept_and_older_chunks_let_go(model: LoadedMod
     serve(mon, model, [("old", 4)])
     serve(mon, model, [("mid", 3)])
     serve(mon, model, [("new", 2)])
-    assert [c.ids for c in mon._chunks] == [["mid"], ["new"]] and mon._index_rows == 5
+    assert [list(c.ids) for c in mon._chunks] == [["mid"], ["new"]] and mon._index_rows == 5
     assert mon._find("old") is None and mon._find("mid") is not None
     serve(mon, model, [("huge", 50)])  # larger than the bound alone: still held, the older let go
-    assert [c.ids for c in mon._chunks] == [["huge"]]
+    assert [list(c.ids) for c in mon._chunks] == [["huge"]]
     mon.close()
 
 

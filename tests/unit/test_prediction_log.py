@@ -98,12 +98,15 @@ def logged_batches(draw: st.DrawFn) -> tuple[Signature, list[LogBatch], dict[tup
             spans.append((start, start + size))
             start += size
         latency = [0.001 * (j + 1) for j in range(len(sizes))]
+        arrays = draw(st.booleans())  # the monitor's forms: spans as an (n, 2) array, ids a tuple, latency an array
         batches.append(LogBatch(
             time=1_700_000_000.0 + b, model="churn", version="1.2.0",
             inputs={name: column(d, values[name]) for name, d in columns}, signature=sig,
-            predictions=pred_array, probabilities=probabilities, classes=classes, request_ids=request_ids,
-            endpoints=[f"ep{j}" for j in range(len(sizes))], variants=["stable"] * len(sizes), spans=spans,
-            latency_s=latency))
+            predictions=pred_array, probabilities=probabilities, classes=classes,
+            request_ids=tuple(request_ids) if arrays else request_ids,
+            endpoints=[f"ep{j}" for j in range(len(sizes))], variants=["stable"] * len(sizes),
+            spans=np.array(spans, dtype=np.int64) if arrays else spans,
+            latency_s=np.array(latency) if arrays else latency))
         for j, (lo, hi) in enumerate(spans):
             for i in range(lo, hi):
                 expected[(request_ids[j], i - lo)] = {
@@ -215,12 +218,15 @@ def test_a_full_queue_drops_the_batch_and_counts_it_without_blocking(tmp_path: P
     assert sorted(set(read_log(tmp_path).column("request_id").to_pylist())) == ["a", "b", "d"]
 
 
-def test_sampled_spans_log_only_their_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arrays", [False, True])
+def test_sampled_spans_log_only_their_rows(tmp_path: Path, arrays: bool) -> None:
     sig = signature([("x", "float")], "regression")
+    spans = [(0, 2), (4, 6)]
     batch = LogBatch(time=time.time(), model="m", version="1.0.0", inputs={"x": np.arange(6.0)}, signature=sig,
                      predictions=np.arange(6.0) * 10, probabilities=None, classes=None, request_ids=["a", "c"],
-                     endpoints=["m", "m"], variants=["stable", "canary"], spans=[(0, 2), (4, 6)],
-                     latency_s=[0.1, 0.2])
+                     endpoints=["m", "m"], variants=["stable", "canary"],
+                     spans=np.array(spans) if arrays else spans, latency_s=[0.1, 0.2])
+    assert batch.n_rows == 4
     log = PredictionLog(tmp_path, flush_interval_s=0.05)
     log.submit(batch)
     log.close()

@@ -17,7 +17,7 @@ import math
 import struct
 import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,15 +51,18 @@ class Counts:
         self.prediction_sum = 0.0
 
     # -- counting -------------------------------------------------------------------------------------------
-    def add(self, columns: Mapping[str, np.ndarray], predictions: np.ndarray | None = None) -> None:
+    def add(self, columns: Mapping[str, np.ndarray], predictions: np.ndarray | None = None, *,
+            matrix: np.ndarray | None = None, names: Sequence[str] = ()) -> None:
         """Count a batch: ``columns`` as ``check(...).table.columns`` holds them (one 1-D array per input, all of
-        one length), ``predictions`` the model's predictions on those rows (or None). Never raises on what the
-        columns hold; a missing column or columns of different lengths are the caller's mistake (ValueError)."""
+        one length), ``predictions`` the model's predictions on those rows (or None); ``matrix``, when the
+        columns are all numbers: the same values as one float64 matrix, a row per row and a column per name of
+        ``names`` (counted as it is: no copy per column). Never raises on what the columns hold; a missing
+        column or columns of different lengths are the caller's mistake (ValueError)."""
         ref = self.reference
         n = _rows(columns, ref)
         if predictions is not None and len(predictions) != n:
             raise ValueError(f"{len(predictions)} predictions for {n} rows")
-        self._add_numeric(columns, n)
+        self._add_numeric(columns, n, matrix, names)
         for i, (feature, offset) in enumerate(zip(ref.features, ref.offsets, strict=False)):
             if feature.kind == "categorical":
                 self.values[offset:ref.offsets[i + 1]] += feature.count(columns[feature.name])
@@ -67,23 +70,33 @@ class Counts:
         if predictions is not None:
             self.add_predictions(predictions)
 
-    def _add_numeric(self, columns: Mapping[str, np.ndarray], n: int) -> None:
-        """Every numeric feature at once: a (features x rows) matrix compared with each row of bounds."""
+    def _add_numeric(self, columns: Mapping[str, np.ndarray], n: int, matrix: np.ndarray | None,
+                     names: Sequence[str]) -> None:
+        """Every numeric feature at once: a (rows x features) matrix compared with each row of bounds."""
         block = self.reference.block
         if not block.features or not n:
             return
         features = self.reference.features
-        x = np.empty((len(block.features), n))
-        for row, i in enumerate(block.features):
-            x[row] = as_float(_flat(columns[features[i].name]), features[i].dtype == "datetime")
+        wanted = [features[i].name for i in block.features]
+        x: np.ndarray
+        if matrix is not None and matrix.dtype == np.float64 and matrix.shape == (n, len(names)) \
+                and set(wanted) <= set(names):
+            x = matrix if list(names) == wanted else matrix[:, [list(names).index(name) for name in wanted]]
+        else:
+            x = np.empty((n, len(block.features)))
+            for col, i in enumerate(block.features):
+                x[:, col] = as_float(_flat(columns[features[i].name]), features[i].dtype == "datetime")
         reached = np.zeros(x.shape, dtype=np.uint8)
+        above = np.empty(x.shape, dtype=bool)
         with np.errstate(invalid="ignore"):
             for bound in block.bounds:
-                np.add(reached, x >= bound[:, None], out=reached)
-        slots = np.add(reached, block.offsets[:, None], dtype=np.int64)
+                np.greater_equal(x, bound, out=above)
+                reached += above.view(np.uint8)
+        slots = reached.astype(np.int64)
+        slots += block.offsets
         null = np.isnan(x)
         if null.any():
-            slots = np.where(null, block.nulls[:, None], slots)
+            slots = np.where(null, block.nulls, slots)
         self.values += np.bincount(slots.ravel(), minlength=len(self.values))
 
     def add_predictions(self, predictions: np.ndarray) -> None:
@@ -228,9 +241,11 @@ class Window:
         self._newest = -math.inf
         self._lock = threading.Lock()
 
-    def add(self, columns: Mapping[str, np.ndarray], predictions: np.ndarray | None, now: float) -> None:
+    def add(self, columns: Mapping[str, np.ndarray], predictions: np.ndarray | None, now: float, *,
+            matrix: np.ndarray | None = None, names: Sequence[str] = ()) -> None:
+        """Count a batch at time ``now`` (see :meth:`Counts.add`)."""
         batch = Counts(self.reference)
-        batch.add(columns, predictions)  # outside the lock: counting is the costly part
+        batch.add(columns, predictions, matrix=matrix, names=names)  # outside the lock: counting is the costly part
         self.add_counts(batch, now)
 
     def add_counts(self, counts: Counts, now: float) -> None:

@@ -71,10 +71,11 @@ _counts_lock = threading.Lock()
 class LogBatch:
     """One merged batch's served rows (made by the dataplane in the worker thread, after prediction).
 
-    ``spans`` gives each request's rows ``[start, stop)`` within the batch; rows outside every span are not
-    logged (a sampled-out request, say). ``rows``, when given, overrides the row numbers the spans imply (one per
-    logged row, in span order): a batch job logs each row's position in its input. The arrays are read later by
-    the writer thread: the caller must not change them after submitting."""
+    ``spans`` gives each request's rows ``[start, stop)`` within the batch (pairs, or an ``(n, 2)`` integer
+    array); rows outside every span are not logged (a sampled-out request, say). ``rows``, when given,
+    overrides the row numbers the spans imply (one per logged row, in span order): a batch job logs each row's
+    position in its input. The arrays are read later by the writer thread: the caller must not change them
+    after submitting."""
 
     time: float
     model: str
@@ -87,13 +88,15 @@ class LogBatch:
     request_ids: Sequence[str]
     endpoints: Sequence[str]
     variants: Sequence[str]
-    spans: Sequence[tuple[int, int]]
-    latency_s: Sequence[float]
+    spans: Sequence[tuple[int, int]] | np.ndarray
+    latency_s: Sequence[float] | np.ndarray
     rows: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
         """Rows this batch logs (the rows of its spans)."""
+        if isinstance(self.spans, np.ndarray):
+            return int(np.maximum(self.spans[:, 1] - self.spans[:, 0], 0).sum()) if len(self.spans) else 0
         return sum(stop - start for start, stop in self.spans)
 
 
@@ -299,7 +302,9 @@ def write_parquet_atomic(table: pa.Table, final: Path) -> None:
             # snappy, and dictionaries only for the few-valued text columns: zstd with dictionaries everywhere
             # cost 4-10x more CPU per row (~3-7 us, in a server's process) for files no smaller on real inputs
             dictionary = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != "request_id"]
-            pq.write_table(table, f, compression="snappy", use_dictionary=dictionary)
+            # statistics only for the time (min/max of the others help no reader, and cost ~20% of the encoding)
+            pq.write_table(table, f, compression="snappy", use_dictionary=dictionary,
+                           write_statistics=["time"] if "time" in table.column_names else True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -334,8 +339,8 @@ class _Pieces:
         self.request_ids: list[str] = []
         self.endpoints: list[str] = []
         self.variants: list[str] = []
-        self.latency: list[float] = []
-        self.request_rows: list[int] = []
+        self.latency: list[np.ndarray] = []
+        self.request_rows: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
         self.inputs: dict[str, list[np.ndarray]] = {c.name: [] for c in first.signature.inputs}
         self.predictions: list[np.ndarray] = []
@@ -344,21 +349,24 @@ class _Pieces:
     def add(self, batch: LogBatch) -> None:
         total = len(batch.predictions)
         spans = batch.spans
-        if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == total:  # the usual case: one whole request
-            take = None
-            lengths = [total]
+        if not isinstance(spans, np.ndarray) and len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == total:
+            take = None  # the usual case of a batch job: one whole request
+            lengths = np.array([total], dtype=np.int64)
             within = np.arange(total, dtype=np.int64)
         else:
-            starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
-            stops = np.fromiter((e for _, e in spans), dtype=np.int64, count=len(spans))
-            counts = np.maximum(stops - starts, 0)
-            n = int(counts.sum())
-            within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-            first_rows = np.repeat(starts, counts) + within
+            if isinstance(spans, np.ndarray):
+                bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+                starts, stops = bounds[:, 0], bounds[:, 1]
+            else:
+                starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
+                stops = np.fromiter((e for _, e in spans), dtype=np.int64, count=len(spans))
+            lengths = np.maximum(stops - starts, 0)
+            n = int(lengths.sum())
+            within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            first_rows = np.repeat(starts, lengths) + within
             whole = n == total and bool(np.all(first_rows == np.arange(total)))
             take = None if whole else first_rows
-            lengths = counts.tolist()
-        n = int(sum(lengths))
+        n = int(lengths.sum())
         if batch.rows is not None:
             within = np.asarray(batch.rows, dtype=np.int64)
             if len(within) != n:
@@ -368,8 +376,8 @@ class _Pieces:
         self.request_ids.extend(batch.request_ids)
         self.endpoints.extend(batch.endpoints)
         self.variants.extend(batch.variants)
-        self.latency.extend(batch.latency_s)
-        self.request_rows.extend(lengths)
+        self.latency.append(np.asarray(batch.latency_s, dtype=np.float64).reshape(-1))
+        self.request_rows.append(lengths)
         self.rows.append(within)
         for name, parts in self.inputs.items():
             values = batch.inputs[name]
@@ -381,11 +389,11 @@ class _Pieces:
             self.probabilities.append(proba if take is None else proba[take])
 
     def table(self, model: str, version: str) -> pa.Table:
-        counts = np.asarray(self.request_rows, dtype=np.int64)
+        counts = np.concatenate(self.request_rows)
         n = int(counts.sum())
 
-        def per_request(values: list[Any], kind: pa.DataType) -> pa.Array:
-            if len(set(values)) == 1:
+        def per_request(values: list[Any], kind: pa.DataType, unique: bool = False) -> pa.Array:
+            if len(values) == 1 or (not unique and len(set(values)) == 1):
                 return pa.repeat(pa.scalar(values[0], kind), n)
             if len(values) == n:  # a row per request (single-row requests): nothing to repeat
                 return pa.array(values, type=kind)
@@ -394,13 +402,13 @@ class _Pieces:
         micros = np.round(np.asarray(self.times, dtype=np.float64) * 1_000_000).astype(np.int64)
         columns: dict[str, pa.Array] = {
             "time": pa.array(np.repeat(micros, self.time_rows), type=pa.timestamp("us", tz="UTC")),
-            "request_id": per_request(self.request_ids, pa.string()),
+            "request_id": per_request(self.request_ids, pa.string(), unique=True),
             "row": pa.array(np.concatenate(self.rows), type=pa.int32()),
             "endpoint": per_request(self.endpoints, pa.string()),
             "model": pa.repeat(pa.scalar(model, pa.string()), n),
             "version": pa.repeat(pa.scalar(version, pa.string()), n),
             "variant": per_request(self.variants, pa.string()),
-            "latency_ms": pa.array(np.repeat(np.asarray(self.latency, dtype=np.float64) * 1000.0, counts)),
+            "latency_ms": pa.array(np.repeat(np.concatenate(self.latency) * 1000.0, counts)),
         }
         for spec in self.signature.inputs:
             parts = self.inputs[spec.name]
