@@ -11,7 +11,10 @@ predict with the same code), wrk pinned to core 1 with 64 connections.
 1. Throughput: single-row requests/s of the same server without monitoring ("off") and with it ("on": every
    prediction logged to Parquet in a temporary directory, drift over a 10-minute window, live-performance
    windows, one drift alert rule evaluated every 5 s), rounds interleaved, medians over rounds. The issue asks
-   for "on" within 10 % of "off" on one core.
+   for "on" within 10 % of "off" on one core. Each run also reports the server's CPU per request from /proc,
+   user and system apart: monitoring adds user time; system time is mostly the kernel's loopback TCP work,
+   whose share on the server's core moves from one process to the next, monitored or not (the main source of
+   the rounds' spread).
 2. Memory: one "on" server is sent 100-row requests until ``--rows`` rows are logged; its RSS is read every
    10 % of the way. The issue asks that it stay flat.
 """
@@ -88,7 +91,12 @@ def throughput(data: Path, rounds: int, seconds: float) -> dict[str, list[dict[s
             proc = start(data, config, port)
             try:
                 serve_bench.wrk(data, port, 1, min(3.0, seconds))  # warm-up
+                before = serve_bench.process_times(proc.pid)
                 result = serve_bench.wrk(data, port, 1, seconds)
+                after = serve_bench.process_times(proc.pid)
+                served = result["rps"] * round(seconds)
+                result["user_us"] = (after[1] - before[1]) / served * 1e6
+                result["system_us"] = (after[2] - before[2]) / served * 1e6
                 if config == "on":
                     time.sleep(6)  # the log's flush interval (5 s): what was served is written
                     result["logged_rows"] = metric(port, "shipml_monitor_logged_rows_total")
@@ -97,10 +105,26 @@ def throughput(data: Path, rounds: int, seconds: float) -> dict[str, list[dict[s
                 extra = (f"  logged {result['logged_rows']:.0f} dropped {result['dropped_rows']:.0f}"
                          if config == "on" else "")
                 print(f"round {r + 1} {config:3} {result['rps']:9.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
-                      f"p99 {result['p99_ms']:6.2f} ms  errors {result['errors']:.0f}{extra}", flush=True)
+                      f"p99 {result['p99_ms']:6.2f} ms  errors {result['errors']:.0f}  CPU/req user "
+                      f"{result['user_us']:5.2f} us system {result['system_us']:5.2f} us{extra}", flush=True)
             finally:
                 serve_bench.stop(proc)
     return results
+
+
+def summarize(results: dict[str, list[dict[str, float]]], rounds: int) -> None:
+    def median(config: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[config])
+
+    off, on = median("off", "rps"), median("on", "rps")
+    ratios = [b["rps"] / a["rps"] for a, b in zip(results["off"], results["on"], strict=True)]
+    print(f"\nsingle row, median of {rounds}: off {off:,.0f} req/s, on {on:,.0f} req/s ({100 * on / off:.1f} % of "
+          f"off; median of the rounds' ratios {100 * statistics.median(ratios):.1f} %); p99 off "
+          f"{median('off', 'p99_ms'):.2f} ms, on {median('on', 'p99_ms'):.2f} ms", flush=True)
+    user_off, user_on = median("off", "user_us"), median("on", "user_us")
+    print(f"CPU per request, medians: user off {user_off:.2f} us, on {user_on:.2f} us (+{user_on - user_off:.2f} us, "
+          f"+{100 * (user_on / user_off - 1):.1f} %); system off {median('off', 'system_us'):.2f} us, on "
+          f"{median('on', 'system_us'):.2f} us", flush=True)
 
 
 def _free_port() -> int:
@@ -152,12 +176,7 @@ def main() -> None:
         serve_bench.setup(data)
     try:
         results = throughput(data, args.rounds, args.seconds)
-        off = statistics.median(r["rps"] for r in results["off"])
-        on = statistics.median(r["rps"] for r in results["on"])
-        print(f"\nsingle row, median of {args.rounds}: off {off:,.0f} req/s, on {on:,.0f} req/s "
-              f"({100 * on / off:.1f} % of off; p99 off "
-              f"{statistics.median(r['p99_ms'] for r in results['off']):.2f} ms, on "
-              f"{statistics.median(r['p99_ms'] for r in results['on']):.2f} ms)", flush=True)
+        summarize(results, args.rounds)
         samples = memory(data, args.rows)
         print(f"RSS over {args.rows:,} logged rows: " + ", ".join(f"{mb:.0f}" for _, mb in samples) + " MB")
     finally:

@@ -158,7 +158,14 @@ def process_tree(pid: int) -> list[int]:
 def process_counters(pid: int) -> tuple[int, float]:
     """(context switches, voluntary and involuntary, CPU seconds) of every thread of process ``pid`` and its
     descendants so far."""
-    switches, ticks = 0, 0
+    switches, user, system = process_times(pid)
+    return switches, user + system
+
+
+def process_times(pid: int) -> tuple[int, float, float]:
+    """(context switches, user CPU seconds, system CPU seconds) of every thread of process ``pid`` and its
+    descendants so far. System time is mostly the kernel's TCP work, whose share moves between processes."""
+    switches, utime, stime = 0, 0, 0
     tasks = [task for process in process_tree(pid) for task in Path(f"/proc/{process}/task").iterdir()]
     for task in tasks:
         try:
@@ -168,8 +175,10 @@ def process_counters(pid: int) -> tuple[int, float]:
             continue
         switches += sum(int(n) for n in re.findall(r"^(?:non)?voluntary_ctxt_switches:\s+(\d+)", status, re.M))
         fields = stat.rpartition(")")[2].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return switches, ticks / os.sysconf("SC_CLK_TCK")
+        utime += int(fields[11])
+        stime += int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return switches, utime / tick, stime / tick
 
 
 def rss_mb(pid: int) -> float:
