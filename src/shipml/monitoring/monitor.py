@@ -214,7 +214,7 @@ class Monitor:
         self._watched.pop(f"{model.name}:{model.version}", None)
 
     # -- the dataplane's sink (worker thread) ---------------------------------------------------------------
-    def observe(self, model: LoadedModel, table: Table, spans: list[tuple[int, int]], requests: list[Request],
+    def observe(self, model: LoadedModel, table: Table, spans: list[tuple[int, int]], requests: Sequence[Request],
                 results: list[Any], whole: tuple[np.ndarray, np.ndarray | None] | None = None) -> None:
         pending = self._pending
         if len(pending) >= MAX_PENDING:

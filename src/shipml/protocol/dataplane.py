@@ -60,7 +60,7 @@ class BatchSink(Protocol):
     is a slice of it). Must return at once (append to a list): it runs on the prediction path."""
 
     def observe(self, model: LoadedModel, table: Table, spans: list[tuple[int, int]],
-                requests: list[Request], results: list[Any],
+                requests: Sequence[Request], results: list[Any],
                 whole: tuple[np.ndarray, np.ndarray | None] | None = None) -> None: ...
 
 
@@ -197,7 +197,9 @@ class ModelRunner:
             spans = offsets([requests[i].rows for i in good])
             results, whole = self._answers(table, spans, want_proba)
             if self.monitor is not None:
-                self.monitor.observe(self.model, table, spans, [requests[i] for i in good], results, whole)
+                self.monitor.observe(self.model, table, spans,
+                                     requests if len(good) == len(requests) else [requests[i] for i in good],
+                                     results, whole)
             for i, result in zip(good, results, strict=True):
                 if isinstance(result, Exception):
                     outcomes[i] = result
