@@ -86,6 +86,7 @@ def test_feedback_finds_predictions_across_ticks_and_the_newest_wins(model: Load
     found = mon._find("a")
     assert found is not None and found[2] - found[1] == 3  # the newest (3 rows), not the first (1 row)
     assert mon._find("b") is not None and mon._find("zzz") is None
+    assert mon._find("") is None  # the untagged request is not findable, not even by an empty id
     labels = {"a": int(second["a"][0]), "b": int(first["b"][0]), "c": int(second["c"][0]), "zzz": 0}
     assert matched(mon, model, labels) == (3, ["zzz"])
     mon.close()
