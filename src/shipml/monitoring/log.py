@@ -95,9 +95,8 @@ class LogBatch:
     @property
     def n_rows(self) -> int:
         """Rows this batch logs (the rows of its spans)."""
-        if isinstance(self.spans, np.ndarray):
-            return int(np.maximum(self.spans[:, 1] - self.spans[:, 0], 0).sum()) if len(self.spans) else 0
-        return sum(stop - start for start, stop in self.spans)
+        starts, stops = _bounds(self.spans)
+        return int(np.maximum(stops - starts, 0).sum())
 
 
 class PredictionLog:
@@ -349,17 +348,12 @@ class _Pieces:
     def add(self, batch: LogBatch) -> None:
         total = len(batch.predictions)
         spans = batch.spans
-        if not isinstance(spans, np.ndarray) and len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == total:
+        if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == total:
             take = None  # the usual case of a batch job: one whole request
             lengths = np.array([total], dtype=np.int64)
             within = np.arange(total, dtype=np.int64)
         else:
-            if isinstance(spans, np.ndarray):
-                bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-                starts, stops = bounds[:, 0], bounds[:, 1]
-            else:
-                starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
-                stops = np.fromiter((e for _, e in spans), dtype=np.int64, count=len(spans))
+            starts, stops = _bounds(spans)
             lengths = np.maximum(stops - starts, 0)
             n = int(lengths.sum())
             within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -425,6 +419,12 @@ class _Pieces:
                 b"shipml.version": version.encode("utf-8", "surrogatepass"),
                 b"shipml.signature": self.signature.model_dump_json().encode()}
         return pa.table(columns).replace_schema_metadata(meta)
+
+
+def _bounds(spans: Sequence[tuple[int, int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The spans' starts and stops, as integer arrays (from pairs or from an (n, 2) array)."""
+    bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    return bounds[:, 0], bounds[:, 1]
 
 
 def group_table(batches: Sequence[LogBatch]) -> pa.Table:

@@ -126,9 +126,8 @@ class _Chunk:
     predictions: np.ndarray
     probabilities: np.ndarray | None
     ids: Sequence[str]  # each request's id ("": untagged)
-    lengths: np.ndarray | None  # each request's rows, in order (None: one row each)
+    spans: np.ndarray | None  # each request's rows [start, stop) in the arrays, (n, 2) (None: row i is request i)
     lookup: dict[str, int] | None = None
-    starts: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -139,15 +138,12 @@ class _Chunk:
         if self.lookup is None:
             self.lookup = dict(zip(self.ids, range(len(self.ids)), strict=True))  # the later wins
             self.lookup.pop("", None)
-            if self.lengths is not None:
-                self.starts = np.cumsum(self.lengths) - self.lengths
         i = self.lookup.get(request_id)
         if i is None:
             return None
-        if self.lengths is None or self.starts is None:
+        if self.spans is None:
             return i, i + 1
-        start = int(self.starts[i])
-        return start, start + int(self.lengths[i])
+        return int(self.spans[i, 0]), int(self.spans[i, 1])
 
 
 class Monitor:
@@ -263,10 +259,11 @@ class Monitor:
         tables: list[Table] = []
         predictions: list[np.ndarray] = []
         probabilities: list[np.ndarray | None] = []
-        lengths: list[np.ndarray | None] = []  # per batch, each request's rows (None: one row each)
+        spans: list[np.ndarray | None] = []  # per batch, each request's rows in the tick's arrays (None: one each)
         tags: list[Any] = []
         done: list[float] = []
         requests: list[int] = []
+        firsts: list[int] = []  # per batch, its first row in the tick's arrays
         rows = 0
         for served in group:
             batch_tags, own_spans, table = served.tags, served.spans, served.table
@@ -289,9 +286,8 @@ class Monitor:
             elif results is not None:
                 predictions.extend([result[0] for result in results])
                 probabilities.extend([result[1] for result in results])
-            # a batch's requests are contiguous in its table: their lengths say where each one's rows are
-            lengths.append(None if table.n_rows == len(batch_tags) else
-                           np.fromiter((hi - lo for lo, hi in own_spans), dtype=np.int64, count=len(own_spans)))
+            spans.append(None if table.n_rows == len(batch_tags) else np.asarray(own_spans, dtype=np.int64) + rows)
+            firsts.append(rows)
             rows += table.n_rows
             tags.extend(batch_tags)
             done.append(served.done)
@@ -312,8 +308,9 @@ class Monitor:
         if watched.window is not None:
             watched.window.add(columns, predicted, now, matrix=matrix, names=names)
         watched.scores.add(now, predicted, proba)
-        requests_rows = None if all(part is None for part in lengths) else np.concatenate(
-            [np.ones(k, dtype=np.int64) if part is None else part for part, k in zip(lengths, requests, strict=True)])
+        request_spans = None if all(part is None for part in spans) else np.concatenate(
+            [_single_rows(first, k) if part is None else part
+             for part, first, k in zip(spans, firsts, requests, strict=True)])
         # the tags' fields as columns: one pass in C, not one Python step per request and field
         untagged = None in tags
         ids, endpoints, variants, starts = zip(*[_UNTAGGED if t is None else t for t in tags] if untagged else tags,
@@ -321,18 +318,19 @@ class Monitor:
         latency = np.repeat(np.asarray(done), requests) - np.fromiter(starts, dtype=np.float64, count=len(starts))
         if untagged:
             latency[[i for i, tag in enumerate(tags) if tag is None]] = 0.0
-        self._remember(watched, ids, endpoints, requests_rows, predicted, proba)
+        self._remember(watched, ids, endpoints, request_spans, predicted, proba)
         if self.log is not None:
-            self._log(watched, now, columns, requests_rows, ids, endpoints, variants, latency, predicted, proba)
+            spans_now = _single_rows(0, len(ids)) if request_spans is None else request_spans
+            self._log(watched, now, columns, spans_now, ids, endpoints, variants, latency, predicted, proba)
 
-    def _remember(self, watched: Watched, ids: Sequence[str], endpoints: Sequence[str], lengths: np.ndarray | None,
+    def _remember(self, watched: Watched, ids: Sequence[str], endpoints: Sequence[str], spans: np.ndarray | None,
                   predictions: np.ndarray, probabilities: np.ndarray | None) -> None:
         """Keep the tick's predictions for feedback: one chunk, the newest ``index_rows`` rows in all (whole
         chunks are let go, oldest first; the newest is always kept)."""
         named = set(endpoints)
         named.discard("")
         watched.endpoints.update(named)
-        chunk = _Chunk(watched, predictions, probabilities, ids, lengths)
+        chunk = _Chunk(watched, predictions, probabilities, ids, spans)
         limit = self.spec.performance.index_rows
         with self._index_lock:
             chunks = self._chunks
@@ -349,12 +347,10 @@ class Monitor:
                 return chunk, found[0], found[1]
         return None
 
-    def _log(self, watched: Watched, now: float, columns: dict[str, np.ndarray], lengths: np.ndarray | None,
+    def _log(self, watched: Watched, now: float, columns: dict[str, np.ndarray], spans: np.ndarray,
              ids: Sequence[str], endpoints: Sequence[str], variants: Sequence[str], latency: np.ndarray,
              predictions: np.ndarray, probabilities: np.ndarray | None) -> None:
         assert self.log is not None
-        stops = np.arange(1, len(ids) + 1, dtype=np.int64) if lengths is None else np.cumsum(lengths)
-        spans = np.column_stack((stops - (1 if lengths is None else lengths), stops))
         sample = self.spec.log.sample
         if sample < 1.0:  # a sampled-out request's rows stay out of the batch's spans: they are not written
             keep = np.flatnonzero(np.random.random(len(ids)) < sample)
@@ -536,6 +532,12 @@ class Monitor:
                 if own.num_rows:
                     out.append((watched, own))
         return out
+
+
+def _single_rows(first: int, requests: int) -> np.ndarray:
+    """The spans of ``requests`` one-row requests whose rows start at ``first``, as an (n, 2) array."""
+    starts = np.arange(first, first + requests, dtype=np.int64)
+    return np.column_stack((starts, starts + 1))
 
 
 def _predictions_table(model: LoadedModel, entries: list[tuple[str, _Chunk, int, int]], now: float) -> pa.Table:
